@@ -1,0 +1,87 @@
+"""Normalise the ways an ingest can be asked for: a prefix sync, one key, or an S3 event.
+
+S3 notifications (``Records[].s3``) URL-encode keys; EventBridge "Object Created" events do not.
+Anything that does not add up is rejected with a message saying what was wrong, before any work.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from urllib.parse import unquote_plus
+
+from pydantic import BaseModel
+
+
+class BadIngestRequest(ValueError):
+    """Malformed parameters or event: the run fails fast with this message."""
+
+
+class IngestRequest(BaseModel):
+    mode: Literal["prefix", "key"]
+    prefix: str | None = None
+    key: str | None = None
+    removed: bool = False  # the key was deleted (ObjectRemoved)
+    full_sync: bool = False
+
+
+def _event_kind(name: str) -> Literal["created", "removed"]:
+    n = name.lower().removeprefix("s3:").replace(" ", "")
+    if n.startswith("objectcreated"):
+        return "created"
+    if n.startswith("objectremoved") or n.startswith("objectdeleted"):
+        return "removed"
+    raise BadIngestRequest(f"unsupported event {name!r}: expected ObjectCreated:* or ObjectRemoved:*")
+
+
+def from_s3_event(event: dict[str, Any]) -> tuple[str, str, str]:
+    """(bucket, key, event name) from an S3 notification record or an EventBridge S3 event."""
+    if not isinstance(event, dict):
+        raise BadIngestRequest(f"s3_event must be a JSON object, got {type(event).__name__}")
+    try:
+        if "Records" in event:
+            records = event["Records"]
+            if not isinstance(records, list) or len(records) != 1:
+                raise BadIngestRequest("s3_event must carry exactly one record (one run per object)")
+            r = records[0]
+            return r["s3"]["bucket"]["name"], unquote_plus(r["s3"]["object"]["key"]), r["eventName"]
+        if "detail" in event:  # EventBridge
+            d = event["detail"]
+            return d["bucket"]["name"], d["object"]["key"], event["detail-type"]
+        if "s3" in event:  # a bare notification record
+            return event["s3"]["bucket"]["name"], unquote_plus(event["s3"]["object"]["key"]), event["eventName"]
+    except (KeyError, TypeError) as exc:
+        raise BadIngestRequest(f"s3_event is missing field {exc}") from None
+    raise BadIngestRequest("s3_event is neither an S3 notification (Records[].s3) nor an EventBridge S3 event")
+
+
+def resolve_request(
+    prefix: str | None,
+    key: str | None,
+    bucket: str | None,
+    event_name: str | None,
+    s3_event: dict[str, Any] | None,
+    full_sync: bool | None,
+    configured_bucket: str,
+    default_prefix: str,
+) -> IngestRequest:
+    if s3_event is not None:
+        if key or prefix:
+            raise BadIngestRequest("give either s3_event or prefix/key, not both")
+        bucket, key, event_name = from_s3_event(s3_event)
+    if key is not None and prefix is not None:
+        raise BadIngestRequest("give either prefix (batch sync) or key (one object), not both")
+    if bucket is not None and bucket != configured_bucket:
+        raise BadIngestRequest(
+            f"event is for bucket {bucket!r} but this deployment ingests bucket {configured_bucket!r}"
+        )
+    if key is not None:
+        if not key.strip() or key.endswith("/"):
+            raise BadIngestRequest(f"key {key!r} does not name an object")
+        if full_sync:
+            raise BadIngestRequest("full_sync applies to a prefix, not to a single key")
+        removed = _event_kind(event_name) == "removed" if event_name else False
+        return IngestRequest(mode="key", key=key, removed=removed)
+    if event_name:
+        raise BadIngestRequest("event_name given without a key")
+    return IngestRequest(mode="prefix", prefix=default_prefix if prefix is None else prefix,
+                         full_sync=True if full_sync is None else full_sync)

@@ -1,0 +1,311 @@
+"""Incremental, idempotent document ingestion — the logic, without Prefect.
+
+The index is the source of truth for what is already ingested: each chunk carries its document's
+version (ETag / size+mtime) and content hash. Planning compares a listing with that, so an
+unchanged corpus needs no reads and no embeddings. Replacing a document writes its new chunks
+first and deletes the stale ones after, so a crash at any point leaves the document searchable,
+and the next run (which sees two content hashes for it) finishes the job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Iterable, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from spotline.chunking import Chunk
+from spotline.embedding.base import EmbeddingError, EmbeddingUsage
+from spotline.models import ChunkRecord, DocumentState, ObjectInfo, sha256_hex
+from spotline.parsing import SetAside, parse_document
+from spotline.resources import Resources
+from spotline.storage import ObjectNotFound
+
+log = logging.getLogger(__name__)
+
+Status = Literal["new", "changed", "unchanged", "failed", "deleted"]
+
+
+class DocOutcome(BaseModel):
+    source_uri: str
+    key: str
+    status: Status
+    chunks: int = 0
+    chunks_embedded: int = 0
+    tokens_embedded: int = 0
+    reason: str | None = None
+    detail: str | None = None
+
+
+class Usage(BaseModel):
+    texts: int = 0
+    requests: int = 0
+    input_tokens: int = 0
+    throttled: int = 0
+
+    def add(self, u: EmbeddingUsage | "Usage") -> None:
+        self.texts += u.texts
+        self.requests += u.requests
+        self.input_tokens += u.input_tokens
+        self.throttled += u.throttled
+
+
+class BatchReport(BaseModel):
+    outcomes: list[DocOutcome] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    chunks_written: int = 0
+    chunks_deleted: int = 0
+    seconds: float = 0.0
+
+
+class SyncPlan(BaseModel):
+    """What a run will do. Documents to process carry the index state they replace."""
+
+    to_process: list[ObjectInfo]
+    states: dict[str, DocumentState]
+    unchanged: list[ObjectInfo]
+    to_delete: list[str]
+    quarantined: set[str] = Field(default_factory=set)
+
+    def batches(self, size: int) -> list[list[ObjectInfo]]:
+        return [self.to_process[i : i + size] for i in range(0, len(self.to_process), size)]
+
+
+# ---------------------------------------------------------------- sources and planning
+
+
+def list_sources(res: Resources, prefix: str | None = None, key: str | None = None) -> list[ObjectInfo]:
+    """The documents a run considers: everything under a prefix, or one key (event-triggered)."""
+    system = res.settings.store.system_prefix
+    if key is not None:
+        if key.startswith(system):
+            raise ValueError(f"key {key!r} is inside Spotline's system prefix {system!r}")
+        info = res.store.head(key)
+        return [info] if info else []
+    prefix = res.settings.ingest.source_prefix if prefix is None else prefix
+    return [o for o in res.store.list(prefix) if not o.key.startswith(system) and not o.key.endswith("/")]
+
+
+def quarantine_prefix(res: Resources) -> str:
+    return f"{res.settings.store.system_prefix}quarantine/{res.index.name}/"
+
+
+def quarantine_key(res: Resources, source_uri: str) -> str:
+    return f"{quarantine_prefix(res)}{sha256_hex(source_uri)[:24]}.json"
+
+
+def plan_sync(
+    res: Resources,
+    sources: list[ObjectInfo],
+    uri_prefix: str | None,
+    full_sync: bool,
+    force: bool = False,
+    removed_uris: Iterable[str] = (),
+) -> SyncPlan:
+    spec = res.embedder_spec
+    res.index.ensure(spec.model_id, spec.dimension)  # refuses a mixed-model index before any work
+    states = res.index.document_states(uri_prefix)
+    to_process, unchanged = [], []
+    for info in sources:
+        state = states.get(info.uri)
+        if state and state.is_current(info.version) and not force:
+            unchanged.append(info)
+        else:
+            to_process.append(info)
+    seen = {i.uri for i in sources}
+    to_delete = sorted({u for u in states if u not in seen} if full_sync else set())
+    to_delete = sorted(set(to_delete) | {u for u in removed_uris if u in states})
+    quarantined = {
+        json.loads(res.store.get(o.key)).get("source_uri", "") for o in res.store.list(quarantine_prefix(res))
+    }
+    relevant = {i.uri for i in to_process} | set(to_delete)
+    return SyncPlan(
+        to_process=to_process,
+        states={u: s for u, s in states.items() if u in relevant},
+        unchanged=unchanged,
+        to_delete=to_delete,
+        quarantined={u for u in quarantined if u in relevant},
+    )
+
+
+# ---------------------------------------------------------------- one batch
+
+
+class _Doc:
+    def __init__(self, info: ObjectInfo, state: DocumentState | None):
+        self.info, self.state = info, state
+        self.doc_hash = ""
+        self.chunks: list[Chunk] = []
+        self.vectors: dict[str, np.ndarray] = {}
+        self.embedded: set[str] = set()
+        self.cached_hashes: set[str] = set()  # chunk hashes this run paid to embed for this document
+        self.outcome: DocOutcome | None = None
+
+
+def _set_aside(res: Resources, doc: _Doc, reason: str, detail: str, run_id: str | None) -> None:
+    record = {
+        "source_uri": doc.info.uri,
+        "key": doc.info.key,
+        "version": doc.info.version,
+        "reason": reason,
+        "detail": detail,
+        "kept_previous_version": bool(doc.state and doc.state.chunk_ids),
+        "flow_run_id": run_id,
+        "at": datetime.now(timezone.utc).isoformat(),
+    }
+    res.store.put(quarantine_key(res, doc.info.uri), json.dumps(record, indent=2).encode(), "application/json")
+    doc.outcome = DocOutcome(source_uri=doc.info.uri, key=doc.info.key, status="failed", reason=reason, detail=detail)
+    log.warning("set aside %s: %s (%s)", doc.info.key, reason, detail)
+
+
+def _embed_missing(res: Resources, docs: list[_Doc], usage: Usage, run_id: str | None) -> None:
+    """Fill doc.vectors for every chunk, embedding only hashes no cache shard holds."""
+    missing: dict[str, str] = {}  # chunk hash -> text; identical chunks are embedded once
+    for doc in docs:
+        cached = res.embedding_cache.load(doc.info.uri)
+        doc.cached_hashes = set(cached)
+        for c in doc.chunks:
+            h = c.chunk_hash
+            if h in cached:
+                doc.vectors[h] = cached[h]
+            else:
+                missing.setdefault(h, c.embed_text)
+    if not missing:
+        return
+    hashes = list(missing)
+    try:
+        batch = res.embedder.embed([missing[h] for h in hashes])
+        fresh = dict(zip(hashes, batch.vectors))
+        usage.add(batch.usage)
+    except EmbeddingError:
+        # Isolate the document the service rejects instead of losing the whole batch.
+        fresh = {}
+        for doc in docs:
+            todo = [c for c in doc.chunks if c.chunk_hash not in doc.vectors and c.chunk_hash not in fresh]
+            try:
+                b = res.embedder.embed([c.embed_text for c in todo])
+            except EmbeddingError as exc:
+                _set_aside(res, doc, "embedding-error", str(exc)[:300], run_id)
+                continue
+            usage.add(b.usage)
+            fresh.update({c.chunk_hash: v for c, v in zip(todo, b.vectors)})
+    claimed: set[str] = set()
+    for doc in docs:
+        if doc.outcome is not None:
+            continue
+        for c in doc.chunks:
+            h = c.chunk_hash
+            if h not in doc.vectors:
+                doc.vectors[h] = fresh[h]
+                if h not in claimed:  # a text shared by two documents is counted once
+                    claimed.add(h)
+                    doc.embedded.add(h)
+
+
+def ingest_batch(
+    res: Resources, infos: list[ObjectInfo], states: dict[str, DocumentState], run_id: str | None = None,
+    quarantined: set[str] | None = None,
+) -> BatchReport:
+    """Parse, chunk, embed what is new, upsert, then delete stale chunks, for a batch of documents."""
+    t0 = time.perf_counter()
+    report = BatchReport()
+    spec = res.embedder_spec
+    res.index.ensure(spec.model_id, spec.dimension)
+    docs = [_Doc(i, states.get(i.uri)) for i in infos]
+    vanished: list[_Doc] = []
+
+    for doc in docs:
+        try:
+            data = res.store.get(doc.info.key)
+        except ObjectNotFound:  # removed between listing and reading
+            vanished.append(doc)
+            continue
+        doc.doc_hash = sha256_hex(data)
+        try:
+            parsed = parse_document(doc.info.key, data, res.settings.chunking.max_document_bytes)
+            doc.chunks = res.chunker.split(parsed)
+        except SetAside as exc:
+            _set_aside(res, doc, exc.reason, exc.detail, run_id)
+
+    live = [d for d in docs if d.outcome is None and d not in vanished]
+    _embed_missing(res, live, report.usage, run_id)
+    live = [d for d in live if d.outcome is None]
+
+    records: list[ChunkRecord] = []
+    for doc in live:
+        for c in doc.chunks:
+            records.append(
+                ChunkRecord(
+                    chunk_id=ChunkRecord.make_id(doc.info.uri, c.index, c.chunk_hash),
+                    source_uri=doc.info.uri,
+                    doc_version=doc.info.version,
+                    doc_hash=doc.doc_hash,
+                    chunk_hash=c.chunk_hash,
+                    chunk_index=c.index,
+                    title=c.title,
+                    text=c.text,
+                    start_char=c.start_char,
+                    end_char=c.end_char,
+                    page_start=c.page_start,
+                    page_end=c.page_end,
+                    token_count=c.token_count,
+                    embedding_model=spec.model_id,
+                    vector=doc.vectors[c.chunk_hash].tolist(),
+                )
+            )
+        # Cache before the index write: a run killed after embedding never pays for it again.
+        if doc.embedded or doc.cached_hashes != set(doc.vectors):
+            res.embedding_cache.save(doc.info.uri, doc.vectors)
+
+    res.index.upsert(records)  # 1. new chunks in (deterministic ids: a retry overwrites)
+    report.chunks_written = len(records)
+    new_ids: dict[str, set[str]] = {}
+    for r in records:
+        new_ids.setdefault(r.source_uri, set()).add(r.chunk_id)
+
+    stale: list[str] = []
+    for doc in live:  # 2. only then, stale chunks out
+        if doc.state:
+            stale.extend(doc.state.chunk_ids - new_ids.get(doc.info.uri, set()))
+    report.chunks_deleted = res.index.delete_chunks(stale)
+    if vanished:
+        res.index.delete_documents([d.info.uri for d in vanished])
+
+    quarantined = quarantined or set()
+    for doc in live:
+        if doc.info.uri in quarantined:
+            res.store.delete(quarantine_key(res, doc.info.uri))
+        if doc.state is None or not doc.state.doc_hashes:
+            status: Status = "new"
+        elif doc.state.doc_hashes == {doc.doc_hash}:
+            status = "unchanged"  # touched (new ETag/mtime) or a repaired replacement: same bytes
+        else:
+            status = "changed"
+        doc.outcome = DocOutcome(
+            source_uri=doc.info.uri,
+            key=doc.info.key,
+            status=status,
+            chunks=len(doc.chunks),
+            chunks_embedded=len(doc.embedded),
+            tokens_embedded=sum(c.token_count for c in doc.chunks if c.chunk_hash in doc.embedded),
+        )
+    for doc in vanished:
+        doc.outcome = DocOutcome(source_uri=doc.info.uri, key=doc.info.key, status="deleted")
+    report.outcomes = [d.outcome for d in docs]
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def remove_documents(res: Resources, uris: list[str]) -> int:
+    """Full sync / ObjectRemoved: drop a vanished document's chunks, cache shard and quarantine record."""
+    if not uris:
+        return 0
+    res.index.delete_documents(uris)
+    for uri in uris:
+        res.embedding_cache.delete(uri)
+        res.store.delete(quarantine_key(res, uri))
+    return len(uris)

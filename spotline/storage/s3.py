@@ -1,0 +1,81 @@
+"""Object store on S3 or any S3-compatible server (endpoint URL setting)."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from spotline.models import ObjectInfo
+from spotline.settings import StoreSettings
+from spotline.storage.base import ObjectNotFound
+
+
+def s3_client(settings: StoreSettings):
+    """boto3 S3 client with botocore's adaptive retry mode (throttling and 5xx back off client-side)."""
+    config = Config(
+        retries={"mode": "adaptive", "max_attempts": settings.max_attempts},
+        # Custom endpoints (SeaweedFS, MinIO) rarely have wildcard DNS for virtual-host buckets.
+        s3={"addressing_style": "path" if settings.endpoint_url else "auto"},
+        connect_timeout=10,
+        read_timeout=60,
+        max_pool_connections=32,
+    )
+    kwargs = {}
+    if settings.access_key_id and settings.secret_access_key:
+        kwargs = {
+            "aws_access_key_id": settings.access_key_id.get_secret_value(),
+            "aws_secret_access_key": settings.secret_access_key.get_secret_value(),
+        }
+    return boto3.client("s3", endpoint_url=settings.endpoint_url, region_name=settings.region, config=config, **kwargs)
+
+
+class S3ObjectStore:
+    def __init__(self, settings: StoreSettings, bucket: str | None = None, client=None):
+        self.bucket = bucket or settings.bucket
+        self.client = client or s3_client(settings)
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket when missing (local S3-compatible servers and first-time setup)."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.bucket)
+
+    def _info(self, key: str, size: int, etag: str) -> ObjectInfo:
+        return ObjectInfo(key=key, uri=self.uri(key), size=size, version=etag.strip('"'))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                yield self._info(obj["Key"], obj["Size"], obj["ETag"])
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            resp = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return self._info(key, resp["ContentLength"], resp["ETag"])
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise ObjectNotFound(key) from None
+            raise
+
+    def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        extra = {"ContentType": content_type} if content_type else {}
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
