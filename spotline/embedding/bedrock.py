@@ -28,12 +28,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from spotline.embedding.base import EmbeddingBatch, EmbeddingError, EmbeddingUsage
+from spotline.embedding.base import EmbeddingBatch, EmbeddingError, EmbeddingUnavailable, EmbeddingUsage
 from spotline.settings import EmbeddingSettings
 
 log = logging.getLogger(__name__)
 
 THROTTLING_CODES = frozenset({"ThrottlingException", "TooManyRequestsException", "ServiceUnavailableException"})
+TRANSIENT_CODES = frozenset({"InternalServerException", "ModelNotReadyException", "ServiceUnavailableException"})
 
 
 @dataclass
@@ -144,17 +145,21 @@ class BedrockEmbedder:
                         time.sleep(delay)
                         attempt += 1
                         continue
-                    raise EmbeddingError(
+                    raise EmbeddingUnavailable(
                         f"Bedrock {self.bedrock_model_id} kept throttling ({code}) text #{index} "
                         f"after {throttled} throttled attempts; lower embedding.bedrock_concurrency or "
                         "raise the account's InvokeModel quota"
                     ) from None
                 message = str(err.get("Message", "")).strip()
+                if code in TRANSIENT_CODES or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
+                    raise EmbeddingUnavailable(
+                        f"Bedrock {self.bedrock_model_id} unavailable for text #{index}: {code}: {message}"
+                    ) from None
                 raise EmbeddingError(
                     f"Bedrock {self.bedrock_model_id} InvokeModel failed for text #{index}: {code}: {message}"
                 ) from None
-            except BotoCoreError as exc:
-                raise EmbeddingError(
+            except BotoCoreError as exc:  # connection, timeout: says nothing about the text
+                raise EmbeddingUnavailable(
                     f"Bedrock {self.bedrock_model_id} InvokeModel failed for text #{index}: "
                     f"{type(exc).__name__}: {exc}"
                 ) from None

@@ -259,6 +259,11 @@ class OpenSearchIndex:
         previous: str | None = None
         if large:
             previous = self._refresh_interval()
+            if previous == "-1":
+                # Another loader (or one that was killed) switched refresh off; restoring "-1"
+                # would leave the index unsearchable for new writes, so put the default back.
+                log.warning("index %s already had refresh_interval -1; will restore the default", self.name)
+                previous = None
             self._put_refresh_interval("-1")
         try:
             actions = (
@@ -418,6 +423,10 @@ class OpenSearchIndex:
         if self.serverless:
             return  # Serverless has no _refresh API; writes become searchable on their own
         try:
+            # A loader killed between "refresh off" and its restore leaves -1 behind: undo it here.
+            if self._refresh_interval() == "-1":
+                log.warning("index %s had refresh_interval -1 after the load; restoring the default", self.name)
+                self._put_refresh_interval(None)
             self.client.indices.refresh(index=self.name)
         except NotFoundError:
             pass  # nothing was ever written

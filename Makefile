@@ -1,0 +1,39 @@
+# The two commands a new user needs:   make demo   and   make test
+# Both bootstrap everything from Python 3.11 + pip: uv, the locked environment, the services.
+
+UV_VERSION := 0.13.8
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export UV_LINK_MODE := copy
+
+.PHONY: demo test test-fast bench env lint clean stop
+
+env: .venv/.synced
+
+.venv/.synced: pyproject.toml uv.lock
+	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(UV) sync --frozen --all-extras
+	@touch $@
+
+## Ingest the sample help centre on local defaults, query it, show it in the Prefect UI.
+demo: env
+	bash scripts/demo.sh
+
+## The whole test suite, slow real-model and multi-process tests included (what CI runs).
+test: env
+	$(UV) run --frozen --no-sync pytest -q
+
+## The quick developer loop: everything but the tests marked slow.
+test-fast: env
+	$(UV) run --frozen --no-sync pytest -q -m "not slow"
+
+## Benchmarks (bench/README.md): prints the ratios side by side.
+bench: env
+	$(UV) run --frozen --no-sync python bench/ingest_bench.py
+
+stop:
+	$(UV) run --frozen --no-sync python -m spotline.devserver stop
+
+clean: stop
+	rm -rf .spotline

@@ -1,0 +1,104 @@
+"""`spotline` command line: ingest, query, upload, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Spotline: batch backbone of an LLM product.")
+
+
+@app.command()
+def upload(source_dir: Path, prefix: str = typer.Argument("corpus/")) -> None:
+    """Copy a local folder into the object store under PREFIX (local folder or S3)."""
+    from spotline.resources import get_resources
+
+    store = get_resources().store
+    if hasattr(store, "ensure_bucket"):
+        store.ensure_bucket()
+    if not source_dir.is_dir():
+        raise typer.BadParameter(f"{source_dir} is not a folder")
+    n = 0
+    for path in sorted(source_dir.rglob("*")):
+        if path.is_file():
+            key = prefix.rstrip("/") + "/" + path.relative_to(source_dir).as_posix()
+            store.put(key, path.read_bytes())
+            n += 1
+    typer.echo(f"uploaded {n} files to {store.uri(prefix)}")
+
+
+@app.command()
+def ingest(
+    prefix: Optional[str] = typer.Option(None, help="sync everything under this prefix (default: settings)"),
+    key: Optional[str] = typer.Option(None, help="ingest one object (what an S3 event does)"),
+    removed: bool = typer.Option(False, help="with --key: the object was deleted"),
+    full_sync: Optional[bool] = typer.Option(None, "--full-sync/--no-full-sync", help="delete vanished documents"),
+    force: bool = typer.Option(False, help="re-process unchanged documents (cached embeddings are reused)"),
+) -> None:
+    """Run the ingest-documents flow now (ad hoc)."""
+    from flows.ingest import ingest as ingest_flow
+
+    summary = ingest_flow(
+        prefix=prefix, key=key, event_name="ObjectRemoved:Delete" if removed else None,
+        full_sync=full_sync, force=force,
+    )
+    typer.echo(summary.model_dump_json(indent=2, exclude={"set_aside"}))
+    for item in summary.set_aside:
+        typer.echo(f"set aside: {item['key']}: {item['reason']} ({item['detail']})")
+
+
+@app.command()
+def query(question: str, k: int = typer.Option(5, "-k"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Top-k chunks for a question, with source, score and text."""
+    from spotline.query import search
+
+    hits = search(question, k)
+    if as_json:
+        typer.echo(json.dumps([h.model_dump() for h in hits], indent=2))
+        return
+    for rank, h in enumerate(hits, 1):
+        page = f" p.{h.page_start}" if h.page_start else ""
+        typer.echo(f"{rank}. [{h.score:.3f}] {h.title} — {h.source_uri}{page}")
+        typer.echo("   " + " ".join(h.text.split())[:240])
+
+
+@app.command()
+def demo(
+    corpus: Path = typer.Option(Path("data/sample_corpus")),
+    queries: Path = typer.Option(Path("data/demo_queries.json")),
+    prefix: str = typer.Option("corpus/help-centre/"),
+) -> None:
+    """Upload the sample help centre, ingest it, and answer the three demo questions."""
+    from flows.ingest import ingest as ingest_flow
+    from spotline.query import search
+
+    upload(corpus, prefix)
+    summary = ingest_flow(prefix=prefix)
+    typer.echo(
+        f"\ningested: {summary.new} new, {summary.changed} changed, {summary.unchanged} unchanged, "
+        f"{summary.deleted} deleted, {summary.failed} set aside; {summary.index_chunks} chunks in the index"
+    )
+    for item in summary.set_aside:
+        typer.echo(f"  set aside {item['key']}: {item['reason']} ({item['detail']})")
+    ok = True
+    for q in json.loads(queries.read_text()):
+        hits = search(q["question"], 3)
+        top = hits[0] if hits else None
+        hit_ok = bool(top) and top.source_uri.endswith("/" + q["expected"])
+        ok &= hit_ok
+        typer.echo(f"\nQ: {q['question']}\n   {'✓' if hit_ok else '✗'} top hit: {top.title if top else '-'} "
+                   f"({top.source_uri.rsplit('/', 2)[-2:] if top else ''}, score {top.score:.3f})" if top else "   no hits")
+        if top:
+            typer.echo("   " + " ".join(top.text.split())[:200])
+    if not ok:
+        typer.echo("\nsome demo questions did not find their expected document", err=True)
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()
