@@ -19,6 +19,7 @@ SAMPLE = ROOT / "data" / "sample_corpus"
 
 # Before anything imports prefect or spotline: offline, quiet, and never the developer's own state.
 _SESSION_HOME = Path(os.environ.setdefault("SPOTLINE_TEST_HOME", f"/tmp/spotline-tests-{os.getpid()}"))
+(_SESSION_HOME / "prefect-client").mkdir(parents=True, exist_ok=True)
 os.environ["SPOTLINE_HOME"] = str(_SESSION_HOME)
 os.environ["SPOTLINE_STORE__ROOT"] = str(_SESSION_HOME / "store")
 os.environ["SPOTLINE_INDEX__PATH"] = str(_SESSION_HOME / "index")
