@@ -97,6 +97,9 @@ def prefect_api(tmp_path_factory):
         with temporary_settings({PREFECT_API_URL: api}):
             yield api
     finally:
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=10)  # ship the last run logs before the server goes away
         devserver.stop_process(proc.pid)
         os.environ.pop("PREFECT_API_URL", None)
 
