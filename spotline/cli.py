@@ -14,6 +14,22 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Spotline: ba
 
 
 @app.command()
+def setup() -> None:
+    """Prepare the configured backends: bucket (S3), Prefect result-storage block (S3), vector index."""
+    from spotline.resources import get_resources
+
+    res = get_resources()
+    if hasattr(res.store, "ensure_bucket"):
+        res.store.ensure_bucket()
+        from tasks.results import save_result_storage_block
+
+        typer.echo(f"saved result storage block {save_result_storage_block(res.settings)}")
+    spec = res.embedder_spec
+    res.index.ensure(spec.model_id, spec.dimension)
+    typer.echo(f"index {res.index.name!r} ready for {spec.model_id} (dim {spec.dimension})")
+
+
+@app.command()
 def upload(source_dir: Path, prefix: str = typer.Argument("corpus/")) -> None:
     """Copy a local folder into the object store under PREFIX (local folder or S3)."""
     from spotline.resources import get_resources

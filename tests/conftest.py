@@ -146,7 +146,7 @@ def s3_server(tmp_path_factory):
     yield endpoint
     from spotline.devserver import stop_process
 
-    stop_process(proc.pid)
+    stop_process(proc.pid, grace=3)  # SeaweedFS shuts down slowly and holds nothing we need
 
 
 def s3_env(endpoint: str, bucket: str) -> dict[str, str]:
