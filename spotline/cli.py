@@ -107,8 +107,10 @@ def demo(
         top = hits[0] if hits else None
         hit_ok = bool(top) and top.source_uri.endswith("/" + q["expected"])
         ok &= hit_ok
-        typer.echo(f"\nQ: {q['question']}\n   {'✓' if hit_ok else '✗'} top hit: {top.title if top else '-'} "
-                   f"({top.source_uri.rsplit('/', 2)[-2:] if top else ''}, score {top.score:.3f})" if top else "   no hits")
+        where = top.source_uri.split(prefix, 1)[-1] if top else "-"
+        typer.echo(f"\nQ: {q['question']}")
+        typer.echo(f"   {'✓' if hit_ok else '✗'} top hit: {where} — {top.title if top else 'no hits'}"
+                   + (f" (score {top.score:.3f})" if top else ""))
         if top:
             typer.echo("   " + " ".join(top.text.split())[:200])
     if not ok:
