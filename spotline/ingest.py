@@ -119,16 +119,15 @@ def plan_sync(
     seen = {i.uri for i in sources}
     to_delete = sorted({u for u in states if u not in seen} if full_sync else set())
     to_delete = sorted(set(to_delete) | {u for u in removed_uris if u in states})
-    quarantined = {
-        json.loads(res.store.get(o.key)).get("source_uri", "") for o in res.store.list(quarantine_prefix(res))
-    }
     relevant = {i.uri for i in to_process} | set(to_delete)
+    # Record keys derive from the URI, so one listing tells which documents have one: no GETs.
+    records = {o.key for o in res.store.list(quarantine_prefix(res))}
     return SyncPlan(
         to_process=to_process,
         states={u: s for u, s in states.items() if u in relevant},
         unchanged=unchanged,
         to_delete=to_delete,
-        quarantined={u for u in quarantined if u in relevant},
+        quarantined={u for u in relevant if quarantine_key(res, u) in records},
     )
 
 

@@ -20,13 +20,14 @@ import hashlib
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote
 
 import numpy as np
 import pytest
 
+from tests.http_boundary import loopback_server, no_proxies
 from spotline.embedding.base import EmbeddingError, EmbeddingUnavailable
 from spotline.embedding.bedrock import BedrockEmbedder
 from spotline.settings import EmbeddingSettings
@@ -104,10 +105,9 @@ def _make_handler(fake: FakeBedrock) -> type[BaseHTTPRequestHandler]:
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch):
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy",
-                "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_DEFAULT_REGION"):
+    no_proxies(monkeypatch)
+    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_DEFAULT_REGION"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_KEY_ID)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
@@ -117,13 +117,9 @@ def fake(monkeypatch: pytest.MonkeyPatch):
 
     monkeypatch.setattr(ClientRateLimiter, "on_sending_request", lambda self, request, **kwargs: None)
     state = FakeBedrock()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(state))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
-    yield state
-    server.shutdown()
-    server.server_close()
+    with loopback_server(_make_handler(state)) as url:
+        state.url = url  # type: ignore[attr-defined]
+        yield state
 
 
 def make_embedder(fake: FakeBedrock, dims: int = 256, concurrency: int = 4, max_attempts: int = 1,

@@ -15,12 +15,13 @@ import gzip
 import json
 import math
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
+from tests.http_boundary import loopback_server, no_proxies
 from spotline.index.base import IndexModelMismatch
 from spotline.index.opensearch import BulkWriteError, OpenSearchIndex, build_client, score_to_similarity
 from spotline.models import ChunkRecord
@@ -254,17 +255,11 @@ def _make_handler(fake: FakeOpenSearch) -> type[BaseHTTPRequestHandler]:
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch):
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    no_proxies(monkeypatch)
     state = FakeOpenSearch()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(state))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
-    yield state
-    server.shutdown()
-    server.server_close()
+    with loopback_server(_make_handler(state)) as url:
+        state.url = url  # type: ignore[attr-defined]
+        yield state
 
 
 def make_settings(fake: FakeOpenSearch, **overrides: Any) -> IndexSettings:
