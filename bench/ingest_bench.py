@@ -166,8 +166,13 @@ def run(work: Path, args, edit_fraction) -> list[tuple[str, str]]:
                                                                   f"{'PASS' if not from_unedited else 'FAIL'}"),
         ("edit run wall time", f"{edit_wall:.1f} s"),
     ]
+    for name, value in rows:
+        print(f"  {name}: {value}", flush=True)
     if not args.skip_llamaindex:
-        rows += llamaindex(work, res, first.new / e2e)
+        try:
+            rows += llamaindex(work, res, first.new / e2e)
+        except Exception as exc:  # keep the figures measured so far
+            rows.append(("LlamaIndex IngestionPipeline", f"FAILED: {type(exc).__name__}: {str(exc)[:200]}"))
     return rows
 
 

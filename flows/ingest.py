@@ -76,16 +76,19 @@ def ingest(
         req = resolve_request(
             prefix, key, bucket, event_name, s3_event, full_sync,
             configured_bucket=settings.store.bucket, default_prefix=settings.ingest.source_prefix,
+            system_prefix=settings.store.system_prefix,
         )
     except BadIngestRequest as exc:
         rejected("ingest-rejected", str(exc))
         raise
 
     if req.mode == "key":
-        sources = [] if req.removed else t.list_sources(None, req.key)
-        removed = [res.store.uri(req.key)] if req.removed or not sources else []
+        # The object's current state decides, not the event's name: events arrive out of order,
+        # and a Removed event for a key that exists again must not delete it.
+        sources = t.list_sources(None, req.key)
+        removed = [] if sources else [res.store.uri(req.key)]
         plan = t.plan_sync(sources, res.store.uri(req.key), False, force, removed)
-        log.info("event for %s: %s", req.key, "remove" if removed else "ingest")
+        log.info("event %s for %s: %s", event_name or "(none)", req.key, "remove" if removed else "ingest")
     else:
         sources = t.list_sources(req.prefix, None)
         plan = t.plan_sync(sources, res.store.uri(req.prefix), req.full_sync, force, [])
@@ -111,6 +114,7 @@ def ingest(
             summary.chunks_embedded += o.chunks_embedded
             if o.status == "failed":
                 summary.set_aside.append({"key": o.key, "reason": o.reason, "detail": o.detail})
+                log.warning("set aside %s: %s (%s)", o.key, o.reason, o.detail)
         summary.chunks_written += report.chunks_written
         summary.chunks_deleted += report.chunks_deleted
         usage.add(report.usage)

@@ -111,10 +111,21 @@ class Chunker:
             if n <= budget:
                 units.append(_Unit(s, e, n, first, heading, page))
                 continue
-            # A sentence longer than a whole chunk: cut it at token boundaries.
-            for w in range(0, n, budget):
-                piece = enc.offsets[w : w + budget]
-                units.append(_Unit(s + piece[0][0], s + piece[-1][1], len(piece), first and w == 0, heading, page))
+            # A sentence longer than a whole chunk: cut it between words, where WordPiece counts
+            # are exact (a piece starting mid-word would re-tokenise differently). A single word
+            # longer than the budget (a hash, a base64 blob) is cut with a margin instead.
+            words = enc.word_ids
+            w = 0
+            while w < n:
+                end = min(w + budget, n)
+                if end < n:
+                    b = end
+                    while b > w + 1 and words[b] is not None and words[b] == words[b - 1]:
+                        b -= 1
+                    end = b if b > w + 1 else min(w + budget // 2, n)
+                piece = enc.offsets[w:end]
+                units.append(_Unit(s + piece[0][0], s + piece[-1][1], end - w, first and w == 0, heading, page))
+                w = end
         return units
 
     def split(self, doc: ParsedDocument) -> list[Chunk]:
@@ -191,9 +202,27 @@ class Chunker:
                     token_count=0,
                 )
             )
-        # Exact counts of what will be embedded (joins between units can merge or split tokens).
+        # Exact counts of what will be embedded; anything still over the limit (a mid-word cut
+        # that re-tokenised longer) is halved until it fits, so the model never truncates.
+        fitted: list[Chunk] = []
         for chunk, n in zip(chunks, self.count([c.embed_text for c in chunks])):
+            fitted.extend(self._fit(doc, chunk, n))
+        for i, chunk in enumerate(fitted):
+            chunk.index = i
+        return fitted
+
+    def _fit(self, doc: ParsedDocument, chunk: Chunk, n: int) -> list[Chunk]:
+        if n <= self.chunk_tokens or chunk.end_char - chunk.start_char < 2:
             chunk.token_count = n
-            if n > self.chunk_tokens:  # pragma: no cover - guarded by the unit budget above
-                raise AssertionError(f"chunk {chunk.index} has {n} tokens > {self.chunk_tokens}")
-        return chunks
+            return [chunk]
+        mid = (chunk.start_char + chunk.end_char) // 2
+        space = doc.text.rfind(" ", chunk.start_char + 1, mid + 1)
+        mid = space if space > chunk.start_char else mid
+        halves = []
+        for s, e in ((chunk.start_char, mid), (mid, chunk.end_char)):
+            while s < e and doc.text[s].isspace():
+                s += 1
+            if e > s:
+                halves.append(Chunk(0, doc.text[s:e], chunk.title, s, e, chunk.page_start, chunk.page_end, 0))
+        counts = self.count([h.embed_text for h in halves])
+        return [piece for h, c in zip(halves, counts) for piece in self._fit(doc, h, c)]

@@ -28,7 +28,7 @@ def _event_kind(name: str) -> Literal["created", "removed"]:
     n = name.lower().removeprefix("s3:").replace(" ", "")
     if n.startswith("objectcreated"):
         return "created"
-    if n.startswith("objectremoved") or n.startswith("objectdeleted"):
+    if n.startswith(("objectremoved", "objectdeleted", "lifecycleexpiration")):
         return "removed"
     raise BadIngestRequest(f"unsupported event {name!r}: expected ObjectCreated:* or ObjectRemoved:*")
 
@@ -63,6 +63,7 @@ def resolve_request(
     full_sync: bool | None,
     configured_bucket: str,
     default_prefix: str,
+    system_prefix: str = "_spotline/",
 ) -> IngestRequest:
     if s3_event is not None:
         if key or prefix:
@@ -77,11 +78,15 @@ def resolve_request(
     if key is not None:
         if not key.strip() or key.endswith("/"):
             raise BadIngestRequest(f"key {key!r} does not name an object")
+        if key.startswith(system_prefix):
+            raise BadIngestRequest(f"key {key!r} is inside Spotline's own prefix {system_prefix!r}; it is never ingested")
         if full_sync:
             raise BadIngestRequest("full_sync applies to a prefix, not to a single key")
         removed = _event_kind(event_name) == "removed" if event_name else False
         return IngestRequest(mode="key", key=key, removed=removed)
     if event_name:
         raise BadIngestRequest("event_name given without a key")
+    if prefix is not None and prefix.startswith(system_prefix):
+        raise BadIngestRequest(f"prefix {prefix!r} is inside Spotline's own prefix {system_prefix!r}")
     return IngestRequest(mode="prefix", prefix=default_prefix if prefix is None else prefix,
                          full_sync=True if full_sync is None else full_sync)

@@ -118,10 +118,11 @@ def plan_sync(
             to_process.append(info)
     seen = {i.uri for i in sources}
     to_delete = sorted({u for u in states if u not in seen} if full_sync else set())
-    to_delete = sorted(set(to_delete) | {u for u in removed_uris if u in states})
+    to_delete = sorted(set(to_delete) | set(removed_uris))  # also clears a never-indexed file's record
     relevant = {i.uri for i in to_process} | set(to_delete)
-    # Record keys derive from the URI, so one listing tells which documents have one: no GETs.
+    # Record keys derive from the URI, so one listing tells which documents have one.
     records = {o.key for o in res.store.list(quarantine_prefix(res))}
+    records -= _drop_stale_records(res, records, sources, unchanged, uri_prefix if full_sync else None)
     return SyncPlan(
         to_process=to_process,
         states={u: s for u, s in states.items() if u in relevant},
@@ -129,6 +130,30 @@ def plan_sync(
         to_delete=to_delete,
         quarantined={u for u in relevant if quarantine_key(res, u) in records},
     )
+
+
+def _drop_stale_records(
+    res: Resources, records: set[str], sources: list[ObjectInfo], unchanged: list[ObjectInfo], sync_prefix: str | None
+) -> set[str]:
+    """Delete quarantine records that no longer describe a problem; return their keys.
+
+    A record is stale when its document is now current in the index (fixed, restored, or
+    finished after a crash), or, in a full sync, when it names a document under the prefix that
+    is gone from the source. Only records matching no listed source are read (to learn their URI).
+    """
+    listed = {quarantine_key(res, i.uri) for i in sources}
+    stale = records & {quarantine_key(res, i.uri) for i in unchanged}
+    if sync_prefix is not None:
+        for key in records - listed:
+            try:
+                uri = json.loads(res.store.get(key)).get("source_uri", "")
+            except (ObjectNotFound, ValueError):
+                continue
+            if uri.startswith(sync_prefix):
+                stale.add(key)
+    for key in stale:
+        res.store.delete(key)
+    return stale
 
 
 # ---------------------------------------------------------------- one batch
@@ -205,6 +230,40 @@ def _embed_missing(res: Resources, docs: list[_Doc], usage: Usage, run_id: str |
                     doc.embedded.add(h)
 
 
+_TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+                    "InternalError", "ServiceUnavailable", "RequestLimitExceeded", "TooManyRequestsException"}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth a retry (throttling, 5xx, network), as opposed to a property of the document."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from spotline.embedding.base import EmbeddingUnavailable
+
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return err.get("Code") in _TRANSIENT_CODES or status == 429 or status >= 500
+    return isinstance(exc, (BotoCoreError, ConnectionError, TimeoutError, EmbeddingUnavailable))
+
+
+def _permanently_rejected(exc: Exception) -> set[str]:
+    """Chunk ids an index refused for good (e.g. a mapping error), or empty when the failure is
+    transient or not per item. Only per-item 4xx other than 429 count as permanent."""
+    failures = getattr(exc, "failures", None)
+    if not failures:
+        return set()
+    def status(f: dict) -> int:
+        try:
+            return int(f.get("status"))
+        except (TypeError, ValueError):
+            return 0  # unknown: treat as transient
+
+    if any(status(f) == 429 or status(f) >= 500 or status(f) == 0 for f in failures):
+        return set()
+    return {f["id"] for f in failures}
+
+
 def ingest_batch(
     res: Resources, infos: list[ObjectInfo], states: dict[str, DocumentState], run_id: str | None = None,
     quarantined: set[str] | None = None,
@@ -217,18 +276,35 @@ def ingest_batch(
     docs = [_Doc(i, states.get(i.uri)) for i in infos]
     vanished: list[_Doc] = []
 
+    limit = res.settings.chunking.max_document_bytes
     for doc in docs:
+        if doc.info.size > limit:  # decided from the listing: never download it
+            _set_aside(res, doc, "too-large", f"{doc.info.size} bytes exceeds the {limit}-byte limit", run_id)
+            continue
         try:
             data = res.store.get(doc.info.key)
         except ObjectNotFound:  # removed between listing and reading
             vanished.append(doc)
             continue
+        except Exception as exc:
+            if is_transient(exc):
+                raise  # the task retries the batch
+            _set_aside(res, doc, "unreadable", f"{type(exc).__name__}: {str(exc)[:200]}", run_id)
+            continue
         doc.doc_hash = sha256_hex(data)
         try:
-            parsed = parse_document(doc.info.key, data, res.settings.chunking.max_document_bytes)
+            parsed = parse_document(doc.info.key, data, limit)
             doc.chunks = res.chunker.split(parsed)
         except SetAside as exc:
             _set_aside(res, doc, exc.reason, exc.detail, run_id)
+        except (RecursionError, MemoryError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+                NotImplementedError, ArithmeticError, UnicodeError, LookupError, AssertionError) as exc:
+            # A parser bug or a pathological file must not block every later document, run after run.
+            _set_aside(res, doc, "corrupt", f"could not parse ({type(exc).__name__}: {str(exc)[:200]})", run_id)
+        except Exception as exc:  # zlib.error, struct.error and other library-specific failures
+            if is_transient(exc):
+                raise
+            _set_aside(res, doc, "corrupt", f"could not parse ({type(exc).__name__}: {str(exc)[:200]})", run_id)
 
     live = [d for d in docs if d.outcome is None and d not in vanished]
     _embed_missing(res, live, report.usage, run_id)
@@ -260,7 +336,22 @@ def ingest_batch(
         if doc.embedded or doc.cached_hashes != set(doc.vectors):
             res.embedding_cache.save(doc.info.uri, doc.vectors)
 
-    res.index.upsert(records)  # 1. new chunks in (deterministic ids: a retry overwrites)
+    try:
+        res.index.upsert(records)  # 1. new chunks in (deterministic ids: a retry overwrites)
+    except Exception as exc:
+        rejected = _permanently_rejected(exc)
+        if not rejected:
+            raise  # throttling, 5xx, network: the task retries the whole (idempotent) batch
+        bad = {r.source_uri for r in records if r.chunk_id in rejected}
+        partial: list[str] = []
+        for doc in live:
+            if doc.info.uri in bad:  # keep its previous version whole: remove the new chunks that did land
+                _set_aside(res, doc, "index-rejected", str(exc)[:300], run_id)
+                old_ids = doc.state.chunk_ids if doc.state else set()
+                partial.extend(r.chunk_id for r in records if r.source_uri == doc.info.uri and r.chunk_id not in old_ids)
+        res.index.delete_chunks(partial)
+        live = [d for d in live if d.outcome is None]
+        records = [r for r in records if r.source_uri not in bad]
     report.chunks_written = len(records)
     new_ids: dict[str, set[str]] = {}
     for r in records:
@@ -299,12 +390,26 @@ def ingest_batch(
     return report
 
 
+def key_of(res: Resources, uri: str) -> str:
+    base = res.store.uri("")
+    if not uri.startswith(base):
+        raise ValueError(f"{uri!r} is not in this object store ({base})")
+    from urllib.parse import unquote
+
+    return unquote(uri[len(base):]) if base.startswith("file://") else uri[len(base):]
+
+
 def remove_documents(res: Resources, uris: list[str]) -> int:
-    """Full sync / ObjectRemoved: drop a vanished document's chunks, cache shard and quarantine record."""
-    if not uris:
-        return 0
-    res.index.delete_documents(uris)
-    for uri in uris:
+    """Full sync / ObjectRemoved: drop a vanished document's chunks, cache shard and quarantine record.
+
+    Each object is checked once more first: a run that planned the deletion earlier must not
+    remove a document that an event-triggered run has re-added since. Side records go first so a
+    crash never leaves them orphaned behind a deleted document.
+    """
+    gone = [u for u in uris if res.store.head(key_of(res, u)) is None]
+    for uri in gone:
         res.embedding_cache.delete(uri)
         res.store.delete(quarantine_key(res, uri))
-    return len(uris)
+    if gone:
+        res.index.delete_documents(gone)
+    return len(gone)

@@ -33,12 +33,14 @@ RETRY = dict(
 )
 
 
-@task(name="list-sources", cache_policy=NO_CACHE, **RETRY)
+# Listing and planning are cached per flow run (inputs + flow run id) and persisted: a retried or
+# resumed flow run replays the same plan, so its finished batches are cache hits instead of redone.
+@task(name="list-sources", persist_result=True, **RETRY)
 def list_sources(prefix: str | None, key: str | None) -> list[ObjectInfo]:
     return core.list_sources(get_resources(), prefix=prefix, key=key)
 
 
-@task(name="plan-sync", cache_policy=NO_CACHE, **RETRY)
+@task(name="plan-sync", persist_result=True, **RETRY)
 def plan_sync(
     sources: list[ObjectInfo], uri_prefix: str | None, full_sync: bool, force: bool, removed_uris: list[str]
 ) -> core.SyncPlan:

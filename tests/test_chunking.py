@@ -103,3 +103,17 @@ def test_deterministic(tokenizer):
 def test_overlap_must_be_smaller_than_chunk(tokenizer):
     with pytest.raises(ValueError):
         Chunker(tokenizer, 50, 50)
+
+
+def test_long_runs_of_multi_piece_words_never_exceed_the_limit(tokenizer):
+    # "organization" is organ + ##ization: cutting between its pieces used to re-tokenise longer.
+    rng = random.Random(11)
+    vocab = ["organization", "internationalization", "reimbursements", "unreconciled", "subsidiaries"]
+    run_on = " ".join(rng.choice(vocab) for _ in range(2500))
+    blob = "Q" * 5000 + "zx" * 3000  # single "words" far longer than a chunk
+    for text in (run_on, blob):
+        for size in (64, 200, 254):
+            doc = parse_document("kb/run-on.txt", ("Legal terms\n\n" + text).encode())
+            chunks = Chunker(tokenizer, size, size // 5).split(doc)
+            assert all(c.token_count == count(tokenizer, c.embed_text) <= size for c in chunks)
+            assert [c.index for c in chunks] == list(range(len(chunks)))

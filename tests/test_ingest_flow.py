@@ -188,7 +188,8 @@ async def _artifacts(flow_run_id):
     ({"key": "corpus/a.md", "event_name": "ObjectRestore:Completed"}, "unsupported event"),
     ({"s3_event": {"Records": []}}, "exactly one record"),
     ({"s3_event": {"Records": [{"s3": {"bucket": {"name": "spotline"}}}]}}, "missing field"),
-    ({"key": "_spotline/quarantine/x.json"}, "system prefix"),
+    ({"key": "_spotline/quarantine/x.json"}, "own prefix"),
+    ({"prefix": "_spotline/cache/"}, "own prefix"),
 ])
 def test_malformed_requests_fail_clearly_with_an_artifact(res, embedder, params, message):
     import asyncio
@@ -198,8 +199,8 @@ def test_malformed_requests_fail_clearly_with_an_artifact(res, embedder, params,
     with pytest.raises(Exception, match=message):
         state.result()
     arts = asyncio.run(_artifacts(state.state_details.flow_run_id))
-    if "system prefix" not in message:  # rejected before any work, with an artifact that says why
-        assert any(a.key == "ingest-rejected" and message in a.data for a in arts)
+    # rejected before any work, with an artifact that says why
+    assert any(a.key == "ingest-rejected" and message in a.data for a in arts)
     assert embedder.texts == []
 
 
@@ -219,3 +220,113 @@ def test_summary_and_progress_artifacts(res, embedder):
         {"key": "corpus/empty.md", "reason": "empty", "detail": "0 bytes"}]
     progress = [a for a in arts if a.type == "progress"]
     assert progress and progress[0].data == 100.0
+
+
+def _bulk_failure(monkeypatch, res, bad_uri_suffix, status):
+    """The index writes every chunk but those of one document, which it rejects item by item,
+    as OpenSearch's bulk API does (BulkWriteError is what the OpenSearch backend raises)."""
+    from spotline.index.opensearch import BulkWriteError
+
+    real_upsert = res.index.upsert
+
+    def upsert(records):
+        good = [r for r in records if not r.source_uri.endswith(bad_uri_suffix)]
+        bad = [r for r in records if r.source_uri.endswith(bad_uri_suffix)]
+        real_upsert(good)
+        if bad:
+            raise BulkWriteError("index", len(records), [
+                {"id": r.chunk_id, "status": status, "type": "mapper_parsing_exception", "reason": "bad field"}
+                for r in bad])
+
+    monkeypatch.setattr(res.index, "upsert", upsert)
+
+
+def test_index_rejecting_one_document_sets_it_aside_and_keeps_the_rest(res, embedder, monkeypatch):
+    put_all(res.store, DOCS)
+    ingest(prefix="corpus/")
+    res.store.put("corpus/billing/refunds.md", DOCS["corpus/billing/refunds.md"].replace("five", "nine").encode())
+    res.store.put("corpus/new.md", b"# New\n\nA brand new article about expense limits.")
+    _bulk_failure(monkeypatch, res, "corpus/billing/refunds.md", 400)
+    run = ingest(prefix="corpus/")
+    assert run.new == 1 and run.failed == 1
+    assert run.set_aside[0]["reason"] == "index-rejected" and "mapper_parsing_exception" in run.set_aside[0]["detail"]
+    rows = snapshot(res)
+    assert any(r["source_uri"] == "corpus/new.md" for r in rows)
+    assert any("five business days" in r["text"] for r in rows), "the previous version stays searchable"
+    assert not any("nine business days" in r["text"] for r in rows), "no half-written new version"
+    refunds = [r for r in rows if r["source_uri"] == "corpus/billing/refunds.md"]
+    assert len({r["doc_hash"] for r in refunds}) == 1
+
+
+def test_index_throttling_fails_the_task_for_a_retry(res, embedder, monkeypatch):
+    from spotline.index.opensearch import BulkWriteError
+
+    put_all(res.store, DOCS)
+    _bulk_failure(monkeypatch, res, "corpus/sso.html", 429)
+    plan = core.plan_sync(res, core.list_sources(res, "corpus/"), res.store.uri("corpus/"), True)
+    with pytest.raises(BulkWriteError):
+        core.ingest_batch(res, plan.to_process, plan.states)
+
+
+def test_full_sync_of_a_prefix_leaves_sibling_prefixes_alone(res, embedder):
+    """corpus/help/ and corpus/help-v2/ share a string prefix; a full sync of one must not touch the other."""
+    put_all(res.store, {"corpus/help/a.md": "# A\n\nAlpha article.", "corpus/help-v2/b.md": "# B\n\nBeta article."})
+    ingest(prefix="corpus/help-v2/")
+    run = ingest(prefix="corpus/help/")
+    assert run.deleted == 0
+    assert {r["source_uri"] for r in snapshot(res)} == {"corpus/help/a.md", "corpus/help-v2/b.md"}
+
+
+def test_pathological_and_oversized_files_are_set_aside_without_blocking(res, embedder, monkeypatch):
+    put_all(res.store, DOCS)
+    res.store.put("corpus/deep.json", b"[" * 200_000 + b"]" * 200_000)  # RecursionError in any JSON parser
+    res.store.put("corpus/huge.txt", b"x " * 300_000)
+    monkeypatch.setenv("SPOTLINE_CHUNKING__MAX_DOCUMENT_BYTES", "500000")
+    from tests.conftest import use_settings
+
+    r = use_settings(monkeypatch, res.settings.store.root.parent)
+    r.__dict__["_embedder"] = embedder
+    gets = []
+    real_get = r.store.get
+    monkeypatch.setattr(r.store, "get", lambda key: gets.append(key) or real_get(key))
+    run = ingest(prefix="corpus/", batch_documents=64)
+    assert run.new == 4 and run.failed == 2
+    reasons = {s["key"]: s["reason"] for s in run.set_aside}
+    assert reasons == {"corpus/deep.json": "corrupt", "corpus/huge.txt": "too-large"}
+    assert "corpus/huge.txt" not in gets, "an oversized object is never downloaded"
+
+
+def test_removed_event_for_an_object_that_exists_again_keeps_it(res, embedder):
+    put_all(res.store, DOCS)
+    ingest(prefix="corpus/")
+    late = ingest(key="corpus/sso.html", event_name="ObjectRemoved:Delete")  # arrived after a re-upload
+    assert late.deleted == 0
+    assert any(r["source_uri"] == "corpus/sso.html" for r in snapshot(res))
+
+
+def test_quarantine_records_of_vanished_files_are_cleared_by_a_full_sync(res, embedder):
+    put_all(res.store, {**DOCS, "corpus/empty.md": b""})
+    ingest(prefix="corpus/")
+    assert len(list(res.store.list(core.quarantine_prefix(res)))) == 1
+    res.store.delete("corpus/empty.md")
+    ingest(prefix="corpus/")
+    assert list(res.store.list(core.quarantine_prefix(res))) == []
+
+
+def test_retried_flow_run_loads_finished_batches_instead_of_redoing_them(res, embedder, monkeypatch):
+    """Same flow run, second attempt: the persisted plan and batch results are reused."""
+    put_all(res.store, DOCS)
+    calls = []
+    real = core.ingest_batch
+
+    def flaky(r, docs, states, run_id=None, quarantined=None):
+        calls.append(tuple(d.key for d in docs))
+        if len(calls) == 2:
+            raise ValueError("simulated failure in batch 2")  # permanent: no task retry, the flow fails
+        return real(r, docs, states, run_id=run_id, quarantined=quarantined)
+
+    monkeypatch.setattr(core, "ingest_batch", flaky)
+    run = ingest.with_options(retries=1, retry_delay_seconds=0)(prefix="corpus/", batch_documents=2)
+    assert run.new == 4 and run.index_chunks == res.index.count()
+    assert len(calls) == 3, calls  # batch 1 once (loaded on the retry), batch 2 twice
+    assert calls[0] != calls[1] == calls[2]

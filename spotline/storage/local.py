@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path, PurePosixPath
+from urllib.parse import quote
 from typing import Iterator
 
 from spotline.models import ObjectInfo
@@ -74,4 +75,7 @@ class LocalObjectStore:
         self._path(key).unlink(missing_ok=True)
 
     def uri(self, key: str) -> str:
-        return (self.root / key).as_uri() if key else self.root.as_uri() + "/"
+        # Path.as_uri() drops a trailing slash: keep it, or the prefix "corpus/a/" would also
+        # match "corpus/a-v2/..." and a full sync of one would delete the other.
+        base = self.root.as_uri() + "/"
+        return base + "/".join(quote(part) for part in key.split("/")) if key else base
