@@ -197,6 +197,7 @@ def llamaindex(work: Path, res, spotline_docs_per_s: float) -> list[tuple[str, s
                              excluded_llm_metadata_keys=["title"]))
     tok = Tokenizer.from_file(str(res.tokenizer_path))
     tok.no_truncation()
+    tok.no_padding()  # tokenizer.json pads to 128: counts must be real lengths
     c = res.settings.chunking
     pipeline = IngestionPipeline(
         transformations=[

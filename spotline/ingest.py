@@ -201,10 +201,17 @@ def _embed_missing(res: Resources, docs: list[_Doc], usage: Usage, run_id: str |
     if not missing:
         return
     hashes = list(missing)
+    counts = {c.chunk_hash: c.token_count + 2 for d in docs for c in d.chunks}  # + [CLS] [SEP]
+
+    def account(u: EmbeddingUsage, texts_hashes: list[str]) -> None:
+        if not u.input_tokens:  # the local model does not report tokens: use the chunker's exact counts
+            u.input_tokens = sum(counts[h] for h in texts_hashes)
+        usage.add(u)
+
     try:
         batch = res.embedder.embed([missing[h] for h in hashes])
         fresh = dict(zip(hashes, batch.vectors))
-        usage.add(batch.usage)
+        account(batch.usage, hashes)
     except EmbeddingError:
         # Isolate the document the service rejects instead of losing the whole batch.
         fresh = {}
@@ -215,7 +222,7 @@ def _embed_missing(res: Resources, docs: list[_Doc], usage: Usage, run_id: str |
             except EmbeddingError as exc:
                 _set_aside(res, doc, "embedding-error", str(exc)[:300], run_id)
                 continue
-            usage.add(b.usage)
+            account(b.usage, [c.chunk_hash for c in todo])
             fresh.update({c.chunk_hash: v for c, v in zip(todo, b.vectors)})
     claimed: set[str] = set()
     for doc in docs:

@@ -78,7 +78,9 @@ class ChunkingSettings(BaseModel):
 
 class IngestSettings(BaseModel):
     source_prefix: str = "corpus/"
-    batch_documents: int = Field(64, description="documents per Prefect task (no task per chunk)")
+    batch_documents: int = Field(
+        128, description="documents per Prefect task (no task per chunk); all their new chunks go to the model in one call"
+    )
 
 
 class PriceSettings(BaseModel):

@@ -58,6 +58,7 @@ class LocalEmbedder:
             convert_to_numpy=True,
             show_progress_bar=False,
         ).astype(np.float32, copy=False)
-        tokens = sum(len(ids) for ids in self.model.tokenizer(list(texts), truncation=True)["input_ids"])
+        # Token counts are not re-computed here (that would tokenise every text twice): the chunker
+        # already counted them, and the pipeline fills usage.input_tokens from its counts.
         batches = -(-len(texts) // self.settings.batch_size)
-        return EmbeddingBatch(vectors, EmbeddingUsage(texts=len(texts), requests=batches, input_tokens=tokens))
+        return EmbeddingBatch(vectors, EmbeddingUsage(texts=len(texts), requests=batches, input_tokens=0))
