@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Ingestion benchmark: Spotline end to end vs the bare model vs LlamaIndex, measured in one run.
 
-    make bench                       # 2,000 generated documents (about 20-30 minutes on 2 cores)
+    make bench                       # 2,000 generated documents (about 30 minutes on 2 cores)
     python bench/ingest_bench.py --docs 300 --skip-llamaindex   # a quick look
 
 What it does, in this order, on one machine and one model (all-MiniLM-L6-v2, CPU):
