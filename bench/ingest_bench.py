@@ -39,7 +39,6 @@ def setup_env(work: Path) -> None:
         PREFECT_HOME=str(work / "prefect-client"),
         PREFECT_LOGGING_LEVEL="WARNING",
         HF_HUB_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
     )
 
 

@@ -48,6 +48,7 @@ class _Unit:
     block_start: bool  # first unit of a paragraph
     heading: bool
     page: int | None
+    exact: bool = True  # False for a piece cut inside a word: its count must be re-checked
 
 
 # A sentence ends at . ! ? (plus closing quotes/brackets) followed by whitespace, or at a line break.
@@ -75,6 +76,12 @@ def _sentence_spans(text: str, start: int, end: int) -> list[tuple[int, int]]:
 
 
 class Chunker:
+    # A heading starts a new chunk once the current one holds this share of the budget (smaller
+    # sections share a chunk with the next); a paragraph end is preferred over a sentence end when
+    # the chunk before it holds this share.
+    section_min = 0.5
+    paragraph_min = 0.75
+
     def __init__(self, tokenizer: Tokenizer, chunk_tokens: int = 200, overlap_tokens: int = 40):
         if overlap_tokens >= chunk_tokens:
             raise ValueError("overlap_tokens must be smaller than chunk_tokens")
@@ -83,6 +90,12 @@ class Chunker:
         self.tok.no_padding()
         self.chunk_tokens = chunk_tokens
         self.overlap_tokens = overlap_tokens
+        # BERT pre-tokenisation splits on whitespace and punctuation before WordPiece, so the
+        # tokens of whitespace-separated units simply add up: no second pass is needed to count a
+        # chunk. Other tokenizers (SentencePiece...) are re-counted.
+        from tokenizers import pre_tokenizers
+
+        self._additive = isinstance(tokenizer.pre_tokenizer, pre_tokenizers.BertPreTokenizer)
 
     @classmethod
     def from_file(cls, tokenizer_json: Path | str, chunk_tokens: int, overlap_tokens: int) -> "Chunker":
@@ -122,9 +135,14 @@ class Chunker:
                     b = end
                     while b > w + 1 and words[b] is not None and words[b] == words[b - 1]:
                         b -= 1
-                    end = b if b > w + 1 else min(w + budget // 2, n)
+                    exact = b > w + 1
+                    end = b if exact else min(w + budget // 2, n)
+                else:
+                    exact = True
                 piece = enc.offsets[w:end]
-                units.append(_Unit(s + piece[0][0], s + piece[-1][1], end - w, first and w == 0, heading, page))
+                starts_mid_word = w > 0 and words[w] is not None and words[w] == words[w - 1]
+                units.append(_Unit(s + piece[0][0], s + piece[-1][1], end - w, first and w == 0, heading, page,
+                                   exact and not starts_mid_word))
                 w = end
         return units
 
@@ -157,7 +175,7 @@ class Chunker:
             return tail
 
         for unit in self._units(doc, budget):
-            if unit.heading and any(not u.heading for u in current):
+            if unit.heading and any(not u.heading for u in current) and size >= budget * self.section_min:
                 emit()  # section boundary: no overlap across it
             if current and size + unit.tokens > budget:
                 # Prefer breaking at the last paragraph start in the back half of the chunk.
@@ -165,7 +183,7 @@ class Chunker:
                     (
                         j
                         for j in range(len(current) - 1, 0, -1)
-                        if current[j].block_start and sum(u.tokens for u in current[:j]) >= budget // 2
+                        if current[j].block_start and sum(u.tokens for u in current[:j]) >= budget * self.paragraph_min
                     ),
                     None,
                 )
@@ -190,6 +208,7 @@ class Chunker:
                 continue  # a trailing heading with no body adds nothing searchable
             start, end = group[0].start, group[-1].end
             pages = [u.page for u in group if u.page is not None]
+            known = title_tokens + sum(u.tokens for u in group)
             chunks.append(
                 Chunk(
                     index=len(chunks),
@@ -199,14 +218,17 @@ class Chunker:
                     end_char=end,
                     page_start=min(pages) if pages else None,
                     page_end=max(pages) if pages else None,
-                    token_count=0,
+                    token_count=known if self._additive and all(u.exact for u in group) else -1,
                 )
             )
-        # Exact counts of what will be embedded; anything still over the limit (a mid-word cut
-        # that re-tokenised longer) is halved until it fits, so the model never truncates.
+        # Exact counts of what will be embedded; anything over the limit (a mid-word cut that
+        # re-tokenised longer) is halved until it fits, so the model never truncates.
+        unknown = [c for c in chunks if c.token_count < 0]
+        for chunk, n in zip(unknown, self.count([c.embed_text for c in unknown])):
+            chunk.token_count = n
         fitted: list[Chunk] = []
-        for chunk, n in zip(chunks, self.count([c.embed_text for c in chunks])):
-            fitted.extend(self._fit(doc, chunk, n))
+        for chunk in chunks:
+            fitted.extend(self._fit(doc, chunk, chunk.token_count))
         for i, chunk in enumerate(fitted):
             chunk.index = i
         return fitted

@@ -41,7 +41,6 @@ def describe_local(settings: EmbeddingSettings) -> tuple[str, int, int]:
 class LocalEmbedder:
     def __init__(self, settings: EmbeddingSettings):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: the weights ship in the package
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from sentence_transformers import SentenceTransformer
 
         self.settings = settings
