@@ -27,7 +27,7 @@ from urllib.parse import unquote
 import numpy as np
 import pytest
 
-from tests.http_boundary import loopback_server, no_proxies
+from tests.http_boundary import fake_aws_credentials, loopback_server, no_proxies
 from spotline.embedding.base import EmbeddingError, EmbeddingUnavailable
 from spotline.embedding.bedrock import BedrockEmbedder
 from spotline.settings import EmbeddingSettings
@@ -106,13 +106,7 @@ def _make_handler(fake: FakeBedrock) -> type[BaseHTTPRequestHandler]:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch):
     no_proxies(monkeypatch)
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_DEFAULT_REGION"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_KEY_ID)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    fake_aws_credentials(monkeypatch, FAKE_KEY_ID, FAKE_SECRET)
     from botocore.retries.adaptive import ClientRateLimiter
 
     monkeypatch.setattr(ClientRateLimiter, "on_sending_request", lambda self, request, **kwargs: None)

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from tests.http_boundary import loopback_server, no_proxies
+from tests.http_boundary import fake_aws_credentials, loopback_server, no_proxies
 from spotline.index.base import IndexModelMismatch
 from spotline.index.opensearch import BulkWriteError, OpenSearchIndex, build_client, score_to_similarity
 from spotline.models import ChunkRecord
@@ -629,13 +629,7 @@ def test_refresh_left_disabled_is_repaired(fake: FakeOpenSearch) -> None:
 
 
 def test_sigv4_aoss_signs_requests_and_never_leaks_the_secret(fake: FakeOpenSearch, monkeypatch) -> None:
-    for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", FAKE_KEY_ID)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    fake_aws_credentials(monkeypatch, FAKE_KEY_ID, FAKE_SECRET)
 
     index = OpenSearchIndex(make_settings(fake, auth="sigv4", sigv4_service="aoss", region="us-east-1"))
     index.ensure(MODEL, DIM)
