@@ -304,11 +304,9 @@ def ingest_batch(
             doc.chunks = res.chunker.split(parsed)
         except SetAside as exc:
             _set_aside(res, doc, exc.reason, exc.detail, run_id)
-        except (RecursionError, MemoryError, ValueError, TypeError, KeyError, IndexError, AttributeError,
-                NotImplementedError, ArithmeticError, UnicodeError, LookupError, AssertionError) as exc:
-            # A parser bug or a pathological file must not block every later document, run after run.
-            _set_aside(res, doc, "corrupt", f"could not parse ({type(exc).__name__}: {str(exc)[:200]})", run_id)
-        except Exception as exc:  # zlib.error, struct.error and other library-specific failures
+        except Exception as exc:
+            # A parser bug or a pathological file (RecursionError, zlib.error, ...) must not block
+            # every later document, run after run; only a transient failure retries the batch.
             if is_transient(exc):
                 raise
             _set_aside(res, doc, "corrupt", f"could not parse ({type(exc).__name__}: {str(exc)[:200]})", run_id)
