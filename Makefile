@@ -7,7 +7,7 @@ UV := $(PYTHON) -m uv
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export UV_LINK_MODE := copy
 
-.PHONY: demo test test-fast bench env lint clean stop
+.PHONY: demo test test-fast bench bench-llm prompt-gate env lint clean stop
 
 env: .venv/.synced
 
@@ -31,6 +31,14 @@ test-fast: env
 ## Benchmarks (bench/README.md): prints the ratios side by side.
 bench: env
 	$(UV) run --frozen --no-sync python bench/ingest_bench.py
+
+## LLM gateway benchmark: local tokens/s, cache-hit latency, gateway overhead at 64 concurrent calls.
+bench-llm: env
+	$(UV) run --frozen --no-sync python bench/llm_bench.py
+
+## The prompt gate: golden sets vs prompts/baselines.json on the default route (exit 1 on a regression).
+prompt-gate: env
+	$(UV) run --frozen --no-sync spotline prompts eval
 
 stop:
 	$(UV) run --frozen --no-sync python -m spotline.devserver stop

@@ -118,5 +118,79 @@ def demo(
         raise typer.Exit(1)
 
 
+prompts_app = typer.Typer(no_args_is_help=True, help="Versioned prompts (prompts/*.yaml) and their golden-set gate.")
+llm_app = typer.Typer(no_args_is_help=True, help="Call a model through the LLM gateway.")
+app.add_typer(prompts_app, name="prompts")
+app.add_typer(llm_app, name="llm")
+
+
+@prompts_app.command("list")
+def prompts_list() -> None:
+    """Every prompt with its version, model family and the recorded baseline."""
+    from spotline.llm.golden import load_baselines
+    from spotline.resources import get_resources
+
+    lib = get_resources().gateway.prompts
+    baselines = load_baselines(lib.folder)
+    for name in lib.names():
+        spec, base = lib.get(name), baselines.get(name)
+        mark = (f"baseline v{base['version']}: validity {base['schema_validity']:.0%}, checks "
+                f"{base['check_pass_rate']:.0%} on {base['models']}") if base else "no baseline"
+        typer.echo(f"{name} v{spec.version} ({spec.family or 'any family'}) - {mark}")
+
+
+@prompts_app.command("eval")
+def prompts_eval(
+    names: Optional[list[str]] = typer.Argument(None, help="prompt names (default: all)"),
+    use: str = typer.Option("default", help="which route's models to evaluate on"),
+    record: bool = typer.Option(False, "--record", help="accept the results as the new baseline"),
+) -> None:
+    """Run golden sets; exit 1 when schema validity or checks fall below the baseline (the gate)."""
+    from spotline.llm.golden import evaluate, gate, load_baselines, record_baseline
+    from spotline.resources import get_resources
+
+    gateway = get_resources().gateway
+    baselines = load_baselines(gateway.cfg.prompts_dir)
+    problems: list[str] = []
+    for name in names or gateway.prompts.names():
+        report = evaluate(gateway, name, use)
+        typer.echo(f"{name} v{report.version} on {report.models}: schema validity {report.schema_validity:.0%} "
+                   f"({report.valid}/{report.cases}), checks {report.check_pass_rate:.0%} "
+                   f"({report.checks_passed}/{report.checks})")
+        for row in report.rows:
+            typer.echo(f"  {row['case']}: {'valid' if row['valid'] else 'INVALID'}, checks {row['checks']}"
+                       + ("" if row["failures"] == "none" else f" - {row['failures']}"))
+        if record:
+            record_baseline(gateway.cfg.prompts_dir, report)
+            typer.echo(f"  recorded as the baseline for {name} v{report.version}")
+        else:
+            problems += gate(report, baselines.get(name))
+    for p in problems:
+        typer.echo(f"GATE: {p}", err=True)
+    if problems:
+        raise typer.Exit(1)
+
+
+@llm_app.command("ask")
+def llm_ask(
+    text: Optional[str] = typer.Argument(None, help="free text (sent as-is to base models)"),
+    prompt: Optional[str] = typer.Option(None, help="a prompt name from prompts/"),
+    var: list[str] = typer.Option([], help="prompt variable as name=value (repeatable)"),
+    use: str = typer.Option("default"),
+    max_tokens: Optional[int] = typer.Option(None),
+) -> None:
+    """One call through the gateway; prints the answer and its usage record as JSON."""
+    from spotline.llm.types import LLMCallFailed
+    from spotline.resources import get_resources
+
+    variables = dict(v.split("=", 1) for v in var)
+    try:
+        result = get_resources().gateway.call(use, prompt=prompt, variables=variables, text=text, max_tokens=max_tokens)
+    except LLMCallFailed as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps({"text": result.text, "data": result.data, "usage": result.usage.as_dict()}, indent=2))
+
+
 if __name__ == "__main__":
     app()

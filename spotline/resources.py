@@ -97,6 +97,14 @@ class Resources:
         )
 
 
+    @cached_property
+    def gateway(self):
+        """The LLM gateway (spotline.llm): providers load lazily, the cache lives in the object store."""
+        from spotline.llm.gateway import Gateway
+
+        return Gateway(self.settings, self.store)
+
+
 _resources: dict[int, Resources] = {}
 
 

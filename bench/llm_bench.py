@@ -1,0 +1,209 @@
+#!/usr/bin/env python
+"""LLM gateway benchmark: local model speed, cache-hit latency, gateway overhead. One run, side by side.
+
+    make bench-llm                      # about 3 minutes on 2 cores
+    python bench/llm_bench.py --calls 640 --gen-tokens 128
+
+1. Local model (Gemma 3 270M Q4_K_M, llama.cpp, CPU): output tokens/s generating free text, and
+   generating JSON under the persona_card schema (a grammar), through the provider directly.
+2. Cache hits: gateway calls answered from the cache, p50/p99 latency, from the in-memory LRU
+   and from the object store (a fresh gateway on the same folder). Goal: < 5 ms.
+3. Gateway overhead at 64 concurrent calls against an OpenAI-compatible endpoint on loopback
+   that answers after a fixed delay: the same calls through a raw httpx client and through the
+   gateway (retries, limiter, validation, ledger, logs; cache off so every call goes out),
+   alternated three times, medians compared. Goal: overhead <= 10%.
+Writes the table to bench/out/llm-results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT)]
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+PERSON = {"type": "object", "required": ["name", "age"], "properties": {"name": {"type": "string"},
+                                                                         "age": {"type": "integer"}}}
+
+
+def local_model(work: Path, gen_tokens: int) -> list[tuple[str, str, str]]:
+    from spotline.llm.prompts import PromptLibrary
+    from spotline.llm.providers.local import LlamaCppProvider
+    from spotline.llm.types import ProviderRequest
+    from spotline.settings import Settings
+
+    s = Settings(home=work)
+    spec = s.llm.models["gemma-270m"]
+    provider = LlamaCppProvider(work)
+    started = time.perf_counter()
+    provider._model(spec)
+    load_s = time.perf_counter() - started
+    persona = PromptLibrary(s.llm.prompts_dir).get("persona_card")
+    rows = [("model load", f"{load_s:.2f} s", "")]
+    free = ProviderRequest(messages=(), text="The history of project management software began", schema=None,
+                           max_tokens=gen_tokens, temperature=0.0)
+    variables = [{"plan": p, "area": a, "mood": m} for p, a, m in
+                 [("pro", "billing", "frustrated"), ("free", "onboarding", "confused"), ("team", "exports", "friendly")]]
+    speeds = {}
+    for label, requests in [
+        ("free text", [free] * 3),
+        ("JSON, schema grammar", [ProviderRequest(messages=(), text=persona.render(v).text, schema=persona.output_schema,
+                                                  max_tokens=gen_tokens, temperature=0.0) for v in variables]),
+    ]:
+        provider.complete(spec, requests[0])  # warm-up (first grammar compile, caches)
+        toks = secs = prompt_toks = 0
+        for req in requests:
+            t = time.perf_counter()
+            out = provider.complete(spec, req)
+            secs += time.perf_counter() - t
+            toks += out.output_tokens
+            prompt_toks += out.input_tokens
+        speeds[label] = toks / secs
+        rows.append((f"local tokens/s, {label}", f"{toks / secs:.1f} tok/s",
+                     f"{toks} output tokens in {secs:.2f} s over {len(requests)} calls "
+                     f"(prompt {prompt_toks // len(requests)} tokens each, included in the time)"))
+    rows.append(("schema-constrained vs free", f"{speeds['JSON, schema grammar'] / speeds['free text']:.2f}x", ""))
+    return rows
+
+
+def cache_hits(work: Path, url: str, n: int) -> list[tuple[str, str, str]]:
+    from spotline.llm.gateway import Gateway
+    from spotline.settings import LLMSettings, ModelSpec, Settings, StoreSettings
+    from spotline.storage import make_store
+
+    s = Settings(home=work, store=StoreSettings(kind="local", root=work / "store"), llm=LLMSettings(
+        models={"fake": ModelSpec(provider="openai", model_id="fake", base_url=url)}, routes={"default": ["fake"]},
+        openai_api_key="env:BENCH_KEY"))
+    questions = [f"question {i}" for i in range(200)]
+    warm = Gateway(s, make_store(s.store))
+    for q in questions:
+        warm.call(text=q, schema=PERSON)
+
+    def timed(gw: Gateway, count: int) -> list[float]:
+        out = []
+        for i in range(count):
+            t = time.perf_counter()
+            r = gw.call(text=questions[i % len(questions)], schema=PERSON)
+            out.append((time.perf_counter() - t) * 1000)
+            assert r.usage.cache_hit
+        return out
+
+    memory = timed(warm, n)
+    cold = timed(Gateway(s, make_store(s.store)), len(questions))  # each entry read once from the store
+
+    def pct(xs: list[float], p: float) -> float:
+        return sorted(xs)[min(len(xs) - 1, int(p * len(xs)))]
+
+    rows = []
+    for label, xs in [("cache hit, in-memory LRU", memory), ("cache hit, object store (local folder)", cold)]:
+        verdict = "PASS" if pct(xs, 0.99) < 5 else "FAIL"
+        rows.append((label, f"p50 {pct(xs, 0.5):.3f} ms, p99 {pct(xs, 0.99):.3f} ms",
+                     f"goal < 5 ms: {verdict} ({len(xs)} calls)"))
+    return rows
+
+
+def overhead(work: Path, url: str, calls: int, concurrency: int) -> list[tuple[str, str, str]]:
+    import httpx
+
+    from spotline.llm.gateway import Gateway
+    from spotline.settings import LLMSettings, ModelSpec, Settings, StoreSettings
+    from spotline.storage import make_store
+
+    s = Settings(home=work, store=StoreSettings(kind="local", root=work / "store2"), llm=LLMSettings(
+        models={"fake": ModelSpec(provider="openai", model_id="fake", base_url=url)}, routes={"default": ["fake"]},
+        openai_api_key="env:BENCH_KEY", concurrency={"openai": concurrency}, cache_enabled=False))
+    gw = Gateway(s, make_store(s.store))
+    client = httpx.Client(timeout=60, limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+    key = os.environ["BENCH_KEY"]
+
+    def raw(i: int) -> dict:
+        body = {"model": "fake", "messages": [{"role": "user", "content": f"q{i}"}], "max_tokens": 512,
+                "temperature": 0.0, "response_format": {"type": "json_schema",
+                                                        "json_schema": {"name": "output", "schema": PERSON}}}
+        r = client.post(f"{url}/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+        r.raise_for_status()
+        return json.loads(r.json()["choices"][0]["message"]["content"])
+
+    def via_gateway(i: int) -> dict:
+        return gw.call(text=f"q{i}", schema=PERSON).data
+
+    def run(fn) -> float:
+        t = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            results = list(pool.map(fn, range(calls)))
+        assert all(r["name"] for r in results)
+        return time.perf_counter() - t
+
+    run(raw), run(via_gateway)  # warm connections
+    raws, gws = [], []
+    for _ in range(3):
+        raws.append(run(raw))
+        gws.append(run(via_gateway))
+    r, g = statistics.median(raws), statistics.median(gws)
+    ratio = g / r - 1
+    return [
+        (f"raw httpx, {calls} calls, {concurrency} concurrent", f"{r:.2f} s", f"{calls / r:.0f} calls/s; runs "
+         + ", ".join(f"{x:.2f}" for x in raws)),
+        (f"gateway, {calls} calls, {concurrency} concurrent", f"{g:.2f} s", f"{calls / g:.0f} calls/s; runs "
+         + ", ".join(f"{x:.2f}" for x in gws)),
+        ("gateway overhead", f"{ratio:+.1%}", f"goal <= 10%: {'PASS' if ratio <= 0.10 else 'FAIL'}"),
+    ]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--calls", type=int, default=640)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--delay-ms", type=float, default=100.0, help="the fake endpoint's answer time")
+    ap.add_argument("--gen-tokens", type=int, default=128)
+    ap.add_argument("--cache-calls", type=int, default=2000)
+    ap.add_argument("--skip-local", action="store_true")
+    args = ap.parse_args()
+
+    from tests.fake_llm_servers import Recorder, chat_reply
+    from tests.http_boundary import loopback_server
+
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        os.environ.pop(var, None)
+    os.environ["BENCH_KEY"] = "bench-key-not-secret"
+    rows: list[tuple[str, str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="spotline-llm-bench-") as tmp:
+        work = Path(tmp)
+        if not args.skip_local:
+            rows += local_model(work, args.gen_tokens)
+        rec = Recorder(lambda n, b, h: chat_reply(json.dumps({"name": f"n{n}", "age": n % 90})),
+                       delay_s=args.delay_ms / 1000)
+        rec.requests = _Discard()  # a bench records nothing
+        with loopback_server(rec.handler()) as url:
+            rows += cache_hits(work, url, args.cache_calls)
+            rows += overhead(work, url, args.calls, args.concurrency)
+    width = max(len(r[0]) for r in rows)
+    lines = ["| measure | result | detail |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    for a, b, c in rows:
+        print(f"{a:<{width}}  {b:<28} {c}")
+    out = ROOT / "bench" / "out"
+    out.mkdir(exist_ok=True)
+    (out / "llm-results.md").write_text("\n".join(lines) + "\n")
+    print(f"\nwritten to {out / 'llm-results.md'}")
+    return 0 if all("FAIL" not in r[2] for r in rows) else 1
+
+
+class _Discard(list):
+    def append(self, item) -> None:
+        pass
+
+    def __len__(self) -> int:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

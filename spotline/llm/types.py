@@ -1,0 +1,123 @@
+"""The gateway's call shape, its usage record and its typed errors. Plain Python, no Prefect."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from spotline.secrets import redact
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # system | user | assistant
+    content: str
+
+
+@dataclass(frozen=True)
+class ProviderRequest:
+    """What a provider receives. `text` is the completion-style rendering (base models); `messages`
+    the chat rendering; each provider uses the one it speaks."""
+
+    messages: tuple[Message, ...]
+    text: str
+    schema: dict[str, Any] | None
+    max_tokens: int
+    temperature: float
+    stop: tuple[str, ...] = ()
+    timeout_s: float = 120.0
+    seed: int = 0
+
+
+@dataclass
+class Completion:
+    text: str
+    input_tokens: int
+    output_tokens: int
+    finish_reason: str = "stop"  # stop | length
+    data: Any = None  # providers with native structured output (Bedrock tool use) fill this
+
+
+@dataclass
+class CallUsage:
+    """One row of the usage ledger: a model tried for a call (fallbacks add rows)."""
+
+    use: str
+    provider: str
+    model: str
+    prompt: str = ""
+    prompt_version: str = ""
+    prompt_hash: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    latency_s: float = 0.0
+    cost_usd: float | None = 0.0
+    cache_hit: bool = False
+    saved_usd: float = 0.0
+    attempts: int = 0
+    repairs: int = 0
+    outcome: str = "ok"  # ok | schema_invalid | unavailable | rejected | circuit_open | timeout
+    error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LLMResult:
+    text: str
+    data: Any
+    usage: CallUsage
+    tried: list[CallUsage] = field(default_factory=list)  # models that failed before this one
+
+
+class LLMError(Exception):
+    """Base of every gateway error. Messages are scrubbed of known secret values on creation."""
+
+    outcome = "error"
+
+    def __init__(self, message: str):
+        super().__init__(redact(message))
+
+
+class ProviderUnavailable(LLMError):
+    """Throttling, 5xx, timeouts, connection failures, garbled replies: worth retrying."""
+
+    outcome = "unavailable"
+
+    def __init__(self, message: str, retry_after_s: float | None = None, throttled: bool = False):
+        super().__init__(message)
+        self.retry_after_s, self.throttled = retry_after_s, throttled
+
+
+class CallTimeout(ProviderUnavailable):
+    outcome = "timeout"
+
+
+class ProviderRejected(LLMError):
+    """4xx other than throttling (bad request, auth, unknown model): retrying the same call won't help."""
+
+    outcome = "rejected"
+
+
+class SchemaViolation(LLMError):
+    outcome = "schema_invalid"
+
+    def __init__(self, message: str, text: str = ""):
+        super().__init__(message)
+        self.text = redact(text[:2000])
+
+
+class CircuitOpen(LLMError):
+    outcome = "circuit_open"
+
+
+class LLMCallFailed(LLMError):
+    """Every model in the use's chain failed. Flows catch this one type and count it."""
+
+    outcome = "failed"
+
+    def __init__(self, use: str, tried: list[CallUsage]):
+        self.use, self.tried = use, tried
+        detail = "; ".join(f"{u.model}: {u.outcome} ({u.error})" for u in tried) or "no model configured"
+        super().__init__(f"LLM call for use {use!r} failed on every model: {detail}")

@@ -1,0 +1,85 @@
+"""Prefect side of the LLM gateway: shared limits on the server and the per-run usage artifact.
+
+The gateway itself (spotline.llm) knows nothing of Prefect. Inside a flow run with a Prefect
+server, :func:`use_server_limits` swaps its in-process limiter for the server's global
+concurrency limits (``spotline-llm-<provider>``) and rate limits (``spotline-llm-<provider>-rate``),
+so every task, thread and worker of every flow shares one budget per provider. Limits are
+upserted from settings at the start of the run: edit them in the UI (Concurrency page) and the
+next run puts the settings back, so settings stay the one source of truth.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from prefect import get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.concurrency.sync import concurrency, rate_limit
+
+from spotline.costs import usd
+from spotline.llm.gateway import Gateway
+from spotline.settings import LLMSettings
+
+
+def limit_name(provider: str) -> str:
+    return f"spotline-llm-{provider}"
+
+
+class PrefectLimiter:
+    def __init__(self, settings: LLMSettings):
+        self.rates = {p: r for p, r in settings.rate_per_minute.items() if r}
+
+    @contextmanager
+    def slot(self, provider: str) -> Iterator[None]:
+        if provider in self.rates:
+            rate_limit(limit_name(provider) + "-rate", occupy=1, strict=True)
+        with concurrency(limit_name(provider), occupy=1, strict=True):
+            yield
+
+
+def ensure_server_limits(settings: LLMSettings) -> list[str]:
+    from prefect.client.orchestration import get_client
+
+    names = []
+    with get_client(sync_client=True) as client:
+        for provider in sorted(set(settings.concurrency) | {m.provider for m in settings.models.values()}):
+            client.upsert_global_concurrency_limit_by_name(limit_name(provider), settings.concurrency.get(provider, 8))
+            names.append(limit_name(provider))
+        for provider, per_minute in settings.rate_per_minute.items():
+            if per_minute:
+                burst = max(1, int(per_minute // 60) or 1)
+                client.upsert_global_concurrency_limit_by_name(
+                    limit_name(provider) + "-rate", burst, slot_decay_per_second=per_minute / 60.0
+                )
+                names.append(limit_name(provider) + "-rate")
+    return names
+
+
+def use_server_limits(gateway: Gateway) -> bool:
+    """Put the gateway on the server's limits when settings allow and a server is configured."""
+    from prefect.settings import PREFECT_API_URL
+
+    mode = gateway.cfg.limiter
+    if mode == "local" or (mode == "auto" and not PREFECT_API_URL.value()):
+        return False
+    names = ensure_server_limits(gateway.cfg)
+    gateway.limiter = PrefectLimiter(gateway.cfg)
+    get_run_logger().info("LLM calls share the server's limits: %s", ", ".join(names))
+    return True
+
+
+def publish_llm_usage(gateway: Gateway, since: int = 0, key: str = "llm-usage") -> list[dict]:
+    """The run's cost/usage table: calls, tokens, cost, cache hits and savings, errors, by model."""
+    rows = gateway.ledger.summary(since=since)
+    total_cost = sum(r["cost_usd"] or 0.0 for r in rows)
+    saved = sum(r["saved_usd"] for r in rows)
+    calls = sum(r["calls"] for r in rows)
+    hits = sum(r["cache_hits"] for r in rows)
+    errors = sum(r["calls"] - r["ok"] for r in rows)
+    description = (f"LLM usage: {calls} model calls, {hits} cache hits, {errors} errors, cost {usd(total_cost)}, "
+                   f"saved by the cache {usd(saved)}")
+    create_table_artifact(key=key, table=rows or [{"calls": 0, "note": "no LLM calls in this run"}],
+                          description=description)
+    get_run_logger().info(description)
+    return rows
