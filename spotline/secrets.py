@@ -70,10 +70,9 @@ class SecretResolver:
 
     def get(self, ref: str) -> SecretStr:
         now = self.clock()
-        with self._lock:
-            hit = self._cache.get(ref)
-            if hit and now - hit[0] < self.ttl_s:
-                return hit[1]
+        hit = self._cache.get(ref)  # a dict read is atomic: no lock on the hot path
+        if hit and now - hit[0] < self.ttl_s:
+            return hit[1]
         value = self._fetch(ref)
         register_secret(value)
         secret = SecretStr(value)

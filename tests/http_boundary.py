@@ -28,10 +28,15 @@ def fake_aws_credentials(monkeypatch, key_id: str, secret: str) -> None:
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default listen backlog of 5 resets connections at 64 concurrent clients
+    daemon_threads = True
+
+
 @contextmanager
 def loopback_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     """Serve `handler` on 127.0.0.1 (a free port) in a thread; yields the base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _Server(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:

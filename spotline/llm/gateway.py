@@ -153,6 +153,9 @@ class Gateway:
 
     # ---- wiring -------------------------------------------------------------------------------
     def provider(self, name: str) -> Provider:
+        existing = self._providers.get(name)  # lock-free fast path: 64 threads share this per call
+        if existing is not None:
+            return existing
         with self._providers_lock:
             if name not in self._providers:
                 if name == "local":
@@ -172,6 +175,9 @@ class Gateway:
             return self._providers[name]
 
     def breaker(self, provider: str) -> CircuitBreaker:
+        existing = self.breakers.get(provider)
+        if existing is not None:
+            return existing
         with self._breakers_lock:
             return self.breakers[provider]
 
@@ -357,18 +363,26 @@ class Gateway:
 
     def _record(self, usage: CallUsage) -> None:
         self.ledger.add(usage)
-        calls_log.info(json.dumps({"event": "llm_call", **usage.as_dict()}, ensure_ascii=False, default=str))
+        if calls_log.isEnabledFor(logging.INFO):
+            calls_log.info(json.dumps({"event": "llm_call", **usage.as_dict()}, ensure_ascii=False, default=str))
 
 
 _VALIDATORS: dict[str, jsonschema.Draft202012Validator] = {}
+_VALIDATORS_BY_ID: dict[int, tuple[dict[str, Any], jsonschema.Draft202012Validator]] = {}
 
 
 def _validator(schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
-    """Validators are costly to build and schemas are few: one per schema per process."""
+    """Validators are costly to build and schemas are few: one per schema per process (looked up
+    by identity first, the usual case of one schema object reused, then by content)."""
+    hit = _VALIDATORS_BY_ID.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
     key = json.dumps(schema, sort_keys=True)
     v = _VALIDATORS.get(key)
     if v is None:
         v = _VALIDATORS[key] = jsonschema.Draft202012Validator(schema)
+    if len(_VALIDATORS_BY_ID) < 4096:
+        _VALIDATORS_BY_ID[id(schema)] = (schema, v)
     return v
 
 
@@ -381,6 +395,8 @@ def _parse(completion: Completion, validator: jsonschema.Draft202012Validator) -
         except ValueError as exc:
             cut = " (cut off at max_tokens)" if completion.finish_reason == "length" else ""
             return None, f"not JSON{cut}: {exc}"
+    if validator.is_valid(data):
+        return data, None
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.path))
     if errors:
         where = "/".join(str(p) for p in errors[0].absolute_path) or "(root)"

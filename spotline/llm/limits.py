@@ -77,6 +77,8 @@ class CircuitBreaker:
         return "half-open" if self.clock() - self.opened_at >= self.cooldown_s else "open"
 
     def allow(self) -> bool:
+        if self.opened_at is None:
+            return True  # closed: no lock on the hot path
         with self._lock:
             state = self._state()
             if state == "closed":
@@ -87,6 +89,8 @@ class CircuitBreaker:
             return False
 
     def success(self) -> None:
+        if self.consecutive == 0 and self.opened_at is None and not self.trial_running:
+            return  # the common case, healthy and closed: nothing to change, no lock
         with self._lock:
             self.consecutive, self.opened_at, self.trial_running = 0, None, False
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from spotline.secrets import redact
@@ -60,7 +60,7 @@ class CallUsage:
     error: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return dict(self.__dict__)  # flat primitives: no need for asdict's deep copies (hot path)
 
 
 @dataclass
