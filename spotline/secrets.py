@@ -65,6 +65,7 @@ class SecretResolver:
         self.endpoint_urls = endpoint_urls or {}
         self._cache: dict[str, tuple[float, SecretStr]] = {}
         self._lock = threading.Lock()
+        self._ref_locks: dict[str, threading.Lock] = {}
         self._clients: dict[str, Any] = {}
         self.fetches = 0  # store round trips, for tests and metrics
 
@@ -73,6 +74,16 @@ class SecretResolver:
         hit = self._cache.get(ref)  # a dict read is atomic: no lock on the hot path
         if hit and now - hit[0] < self.ttl_s:
             return hit[1]
+        with self._lock:
+            ref_lock = self._ref_locks.setdefault(ref, threading.Lock())
+        with ref_lock:  # when the TTL runs out under load, one thread fetches and the others wait for it
+            hit = self._cache.get(ref)
+            if hit and self.clock() - hit[0] < self.ttl_s:
+                return hit[1]
+            return self._refresh(ref)
+
+    def _refresh(self, ref: str) -> SecretStr:
+        now = self.clock()
         value = self._fetch(ref)
         register_secret(value)
         secret = SecretStr(value)

@@ -19,7 +19,11 @@ from prefect.concurrency.sync import concurrency, rate_limit
 
 from spotline.costs import usd
 from spotline.llm.gateway import Gateway
+from spotline.llm.limits import Limiter
 from spotline.settings import LLMSettings
+
+
+LOCAL_PROVIDERS = frozenset({"local"})
 
 
 def limit_name(provider: str) -> str:
@@ -27,14 +31,24 @@ def limit_name(provider: str) -> str:
 
 
 class PrefectLimiter:
-    def __init__(self, settings: LLMSettings):
+    """Remote providers on the server's limits; the local model on the in-process limiter, because
+    it runs inside each worker (a server-wide limit of 1 would serialise every worker's model)."""
+
+    def __init__(self, settings: LLMSettings, local: Limiter):
         self.rates = {p: r for p, r in settings.rate_per_minute.items() if r}
+        self.local = local
 
     @contextmanager
     def slot(self, provider: str) -> Iterator[None]:
+        if provider in LOCAL_PROVIDERS:
+            with self.local.slot(provider):
+                yield
+            return
         if provider in self.rates:
             rate_limit(limit_name(provider) + "-rate", occupy=1, strict=True)
-        with concurrency(limit_name(provider), occupy=1, strict=True):
+        # a failed lease renewal must not cancel the thread mid-call (Prefect's CancelledError is a
+        # BaseException that no per-item error handling would catch)
+        with concurrency(limit_name(provider), occupy=1, strict=True, raise_on_lease_renewal_failure=False):
             yield
 
 
@@ -43,11 +57,12 @@ def ensure_server_limits(settings: LLMSettings) -> list[str]:
 
     names = []
     with get_client(sync_client=True) as client:
-        for provider in sorted(set(settings.concurrency) | {m.provider for m in settings.models.values()}):
+        remote = (set(settings.concurrency) | {m.provider for m in settings.models.values()}) - LOCAL_PROVIDERS
+        for provider in sorted(remote):
             client.upsert_global_concurrency_limit_by_name(limit_name(provider), settings.concurrency.get(provider, 8))
             names.append(limit_name(provider))
         for provider, per_minute in settings.rate_per_minute.items():
-            if per_minute:
+            if per_minute and provider not in LOCAL_PROVIDERS:
                 burst = max(1, int(per_minute // 60) or 1)
                 client.upsert_global_concurrency_limit_by_name(
                     limit_name(provider) + "-rate", burst, slot_decay_per_second=per_minute / 60.0
@@ -64,7 +79,8 @@ def use_server_limits(gateway: Gateway) -> bool:
     if mode == "local" or (mode == "auto" and not PREFECT_API_URL.value()):
         return False
     names = ensure_server_limits(gateway.cfg)
-    gateway.limiter = PrefectLimiter(gateway.cfg)
+    if not isinstance(gateway.limiter, PrefectLimiter):
+        gateway.limiter = PrefectLimiter(gateway.cfg, gateway.limiter)
     get_run_logger().info("LLM calls share the server's limits: %s", ", ".join(names))
     return True
 

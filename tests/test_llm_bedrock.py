@@ -101,3 +101,16 @@ def test_tool_output_that_violates_the_schema_is_repaired(tmp_path):
     assert result.data == {"verdict": "pass"} and result.usage.repairs == 1
     follow_up = rec.requests[1]["body"]["messages"]
     assert follow_up[-1]["role"] == "user" and "not valid" in follow_up[-1]["content"][0]["text"]
+
+
+def test_models_without_forced_tool_use_get_the_schema_as_an_instruction(tmp_path):
+    llama = "us.meta.llama3-3-70b-instruct-v1:0"
+    rec = Recorder(lambda n, b, h: converse_reply(text='{"verdict": "pass"}'))
+    with loopback_server(rec.handler()) as url:
+        gw = gateway(tmp_path, url, models={"llama": ModelSpec(provider="bedrock", model_id=llama)},
+                     routes={"default": ["llama"]})
+        result = gw.call(prompt="answer_grade", variables={"reference": "r", "answer": "a"}, schema=VERDICT)
+    assert result.data == {"verdict": "pass"}
+    body = rec.requests[0]["body"]
+    assert "toolConfig" not in body and "stopSequences" not in body["inferenceConfig"]
+    assert "JSON schema" in body["system"][-1]["text"] and '"verdict"' in body["system"][-1]["text"]

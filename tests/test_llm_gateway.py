@@ -286,3 +286,99 @@ def test_in_process_limiter_is_shared_by_threads(tmp_path):
         for t in threads:
             t.join()
     assert len(rec.requests) == 9 and rec.peak == 2
+
+
+def test_throttling_alone_never_opens_the_circuit(tmp_path):
+    rec = Recorder(lambda n, b, h: (429, {"Retry-After": "0"}, {"error": "slow down"}) if n < 8 else chat_reply("ok"))
+    with loopback_server(rec.handler()) as url:
+        gw = make_gateway(tmp_path, url, max_attempts=2, breaker_failures=3)
+        for _ in range(4):
+            with pytest.raises(LLMCallFailed) as err:
+                gw.call(text="hi", cache=False)
+            assert err.value.tried[0].outcome == "unavailable"
+        assert gw.breaker("openai").state == "closed"
+        assert gw.call(text="hi", cache=False).text == "ok"
+
+
+def test_a_trial_call_that_fails_for_another_reason_does_not_wedge_the_breaker(tmp_path, monkeypatch):
+    rec = Recorder(lambda n, b, h: (503, {}, {"error": "down"}) if n < 2 else chat_reply("back"))
+    with loopback_server(rec.handler()) as url:
+        gw = make_gateway(tmp_path, url, max_attempts=1, breaker_failures=2, breaker_cooldown_s=0.2)
+        for _ in range(2):
+            with pytest.raises(LLMCallFailed):
+                gw.call(text="x", cache=False)
+        time.sleep(0.25)
+        gw.secrets.invalidate()
+        monkeypatch.delenv("SPOTLINE_TEST_LLM_KEY")  # the half-open trial dies on a missing secret
+        with pytest.raises(LLMCallFailed) as err:
+            gw.call(text="x", cache=False)
+        assert "SPOTLINE_TEST_LLM_KEY is not set" in str(err.value)
+        monkeypatch.setenv("SPOTLINE_TEST_LLM_KEY", KEY)
+        assert gw.call(text="x", cache=False).text == "back"  # the next call was allowed to try
+
+
+def test_a_broken_cache_store_costs_the_cache_not_the_answer(tmp_path):
+    class BrokenStore:
+        def get(self, key):
+            raise PermissionError("AccessDenied")
+
+        def put(self, key, data, content_type=None):
+            raise ConnectionError("SlowDown")
+
+    rec = Recorder(lambda n, b, h: chat_reply('{"name": "Hal", "age": 9}'))
+    with loopback_server(rec.handler()) as url:
+        gw = make_gateway(tmp_path, url)
+        gw.cache.store = BrokenStore()
+        first, second = gw.call(text="q", schema=PERSON), gw.call(text="q", schema=PERSON)
+    assert first.data == second.data == {"name": "Hal", "age": 9}
+    assert second.usage.cache_hit and len(rec.requests) == 1  # kept in memory
+
+
+def test_waiters_share_the_leaders_failure_instead_of_stampeding(tmp_path):
+    rec = Recorder(lambda n, b, h: (400, {}, {"error": "bad"}), delay_s=0.3)
+    with loopback_server(rec.handler()) as url:
+        out = make_gateway(tmp_path, url).map([{"text": "same"}] * 6, max_workers=6)
+    assert all(isinstance(r, LLMCallFailed) for r in out)
+    assert len(rec.requests) == 1
+
+
+def test_map_turns_a_bad_item_into_a_typed_failure(tmp_path):
+    rec = Recorder(lambda n, b, h: chat_reply(json.dumps({
+        "name": "Ida", "role": "analyst", "goal": "read the audit log", "tone": "neutral",
+        "first_message": "Where can I find the audit log for my workspace?"})))
+    with loopback_server(rec.handler()) as url:
+        out = make_gateway(tmp_path, url).map([
+            {"prompt": "persona_card", "variables": {"plan": "team", "area": "audit", "mood": "neutral"}},
+            {"prompt": "persona_card", "variables": {"plan": "team"}},  # missing variables
+            {"text": "hi", "models": ["no-such-model"]},
+        ])
+    assert out[0].data["tone"] == "neutral"
+    assert isinstance(out[1], LLMCallFailed) and "'area' is undefined" in str(out[1])
+    assert isinstance(out[2], LLMCallFailed) and "no-such-model" in str(out[2])
+
+
+def test_a_rotated_key_is_re_read_after_a_401(tmp_path, monkeypatch):
+    current = {"key": KEY}
+
+    def script(n, body, headers):
+        if headers.get("Authorization") != f"Bearer {current['key']}":
+            return 401, {}, {"error": "invalid key"}
+        return chat_reply("authorised")
+
+    rec = Recorder(script)
+    with loopback_server(rec.handler()) as url:
+        gw = make_gateway(tmp_path, url)
+        assert gw.call(text="a", cache=False).text == "authorised"
+        current["key"] = "sk-rotated-1111222233334444"
+        monkeypatch.setenv("SPOTLINE_TEST_LLM_KEY", current["key"])  # rotated in the store, old one cached
+        result = gw.call(text="b", cache=False)
+    assert result.text == "authorised" and result.usage.attempts == 1
+    assert [r["headers"]["Authorization"][-4:] for r in rec.requests] == [KEY[-4:], KEY[-4:], "4444"]
+
+
+def test_prompt_stop_strings_are_not_sent_to_chat_models(tmp_path):
+    rec = Recorder(lambda n, b, h: chat_reply(json.dumps({
+        "leak": False, "hallucination": False, "verdict": "pass", "reason": "fine"})))
+    with loopback_server(rec.handler()) as url:
+        make_gateway(tmp_path, url).call(prompt="answer_grade", variables={"reference": "r", "answer": "a"})
+    assert "stop" not in rec.requests[0]["body"]

@@ -71,6 +71,7 @@ def test_gate_compares_with_the_baseline_and_demands_a_version_bump():
     assert "fell to" in gate(report, {**base, "schema_validity": 1.0})[0]
     assert "bump it" in gate(report, {**base, "version": "2"})[0]
     assert "no recorded baseline" in gate(report, None)[0]
+    assert "measured on other-model" in gate(report, {**base, "models": "other-model"})[0]
 
 
 def _good_answer(body: dict) -> str:

