@@ -76,14 +76,20 @@ def local_model(work: Path, gen_tokens: int) -> list[tuple[str, str, str]]:
     return rows
 
 
+def fake_endpoint_settings(store_root: Path, url: str, **llm):
+    """Settings whose only model is the benchmark's OpenAI-compatible endpoint at `url`."""
+    from spotline.settings import LLMSettings, ModelSpec, Settings, StoreSettings
+
+    return Settings(home=store_root.parent, store=StoreSettings(kind="local", root=store_root), llm=LLMSettings(
+        models={"fake": ModelSpec(provider="openai", model_id="fake", base_url=url)}, routes={"default": ["fake"]},
+        openai_api_key="env:BENCH_KEY", **llm))
+
+
 def cache_hits(work: Path, url: str, n: int) -> list[tuple[str, str, str]]:
     from spotline.llm.gateway import Gateway
-    from spotline.settings import LLMSettings, ModelSpec, Settings, StoreSettings
     from spotline.storage import make_store
 
-    s = Settings(home=work, store=StoreSettings(kind="local", root=work / "store"), llm=LLMSettings(
-        models={"fake": ModelSpec(provider="openai", model_id="fake", base_url=url)}, routes={"default": ["fake"]},
-        openai_api_key="env:BENCH_KEY"))
+    s = fake_endpoint_settings(work / "store", url)
     questions = [f"question {i}" for i in range(200)]
     warm = Gateway(s, make_store(s.store))
     for q in questions:
@@ -116,12 +122,9 @@ def overhead(work: Path, url: str, calls: int, concurrency: int, delay_ms: float
     import httpx
 
     from spotline.llm.gateway import Gateway
-    from spotline.settings import LLMSettings, ModelSpec, Settings, StoreSettings
     from spotline.storage import make_store
 
-    s = Settings(home=work, store=StoreSettings(kind="local", root=work / "store2"), llm=LLMSettings(
-        models={"fake": ModelSpec(provider="openai", model_id="fake", base_url=url)}, routes={"default": ["fake"]},
-        openai_api_key="env:BENCH_KEY", concurrency={"openai": concurrency}, cache_enabled=False))
+    s = fake_endpoint_settings(work / "store2", url, concurrency={"openai": concurrency}, cache_enabled=False)
     gw = Gateway(s, make_store(s.store))
     # The raw side uses the same connection layout as the provider (one httpx client per 8 calls in
     # flight, round-robin), so the comparison isolates the gateway's own work.

@@ -19,7 +19,7 @@ from prefect.concurrency.sync import concurrency, rate_limit
 
 from spotline.costs import usd
 from spotline.llm.gateway import Gateway
-from spotline.llm.limits import Limiter
+from spotline.llm.limits import DEFAULT_CONCURRENCY, Limiter, burst_for
 from spotline.settings import LLMSettings
 
 
@@ -59,13 +59,12 @@ def ensure_server_limits(settings: LLMSettings) -> list[str]:
     with get_client(sync_client=True) as client:
         remote = (set(settings.concurrency) | {m.provider for m in settings.models.values()}) - LOCAL_PROVIDERS
         for provider in sorted(remote):
-            client.upsert_global_concurrency_limit_by_name(limit_name(provider), settings.concurrency.get(provider, 8))
+            client.upsert_global_concurrency_limit_by_name(limit_name(provider), settings.concurrency.get(provider, DEFAULT_CONCURRENCY))
             names.append(limit_name(provider))
         for provider, per_minute in settings.rate_per_minute.items():
             if per_minute and provider not in LOCAL_PROVIDERS:
-                burst = max(1, int(per_minute // 60) or 1)
                 client.upsert_global_concurrency_limit_by_name(
-                    limit_name(provider) + "-rate", burst, slot_decay_per_second=per_minute / 60.0
+                    limit_name(provider) + "-rate", burst_for(per_minute), slot_decay_per_second=per_minute / 60.0
                 )
                 names.append(limit_name(provider) + "-rate")
     return names

@@ -88,10 +88,6 @@ class UsageLedger:
         with self._lock:
             return len(self._rows)
 
-    def clear(self) -> None:
-        with self._lock:
-            self._rows.clear()
-
     def summary(self, since: int = 0) -> list[dict[str, Any]]:
         """One row per (provider, model): calls, tokens, cost, cache hits and savings, errors by kind."""
         rows = self.rows(since)
@@ -418,11 +414,8 @@ def _parse(completion: Completion, validator: jsonschema.Draft202012Validator) -
             return None, f"not JSON{cut}: {exc}"
     if validator.is_valid(data):
         return data, None
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.path))
-    if errors:
-        where = "/".join(str(p) for p in errors[0].absolute_path) or "(root)"
-        return None, f"{where}: {errors[0].message}"
-    return data, None
+    first = min(validator.iter_errors(data), key=lambda e: list(e.path))
+    return None, f"{'/'.join(str(p) for p in first.absolute_path) or '(root)'}: {first.message}"
 
 
 def _strip_fences(text: str) -> str:

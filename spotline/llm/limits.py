@@ -10,11 +10,19 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Callable, Iterator, Protocol
+
+DEFAULT_CONCURRENCY = 8  # a provider with no entry in llm.concurrency
+
+
+def burst_for(per_minute: float) -> int:
+    """How many calls a rate limit lets start at once: one second's worth, at least one."""
+    return max(1, int(per_minute // 60))
 
 
 class Limiter(Protocol):
-    def slot(self, provider: str) -> "contextmanager[None]":
+    def slot(self, provider: str) -> AbstractContextManager[None]:
         """Hold one call slot for `provider` (waiting for a free slot and the rate limit)."""
 
 
@@ -23,7 +31,7 @@ class TokenBucket:
 
     def __init__(self, per_minute: float, burst: int | None = None, clock: Callable[[], float] = time.monotonic):
         self.rate = per_minute / 60.0
-        self.capacity = float(burst or max(1, int(per_minute // 60) or 1))
+        self.capacity = float(burst or burst_for(per_minute))
         self.tokens, self.clock = self.capacity, clock
         self.updated = clock()
         self._lock = threading.Lock()
@@ -45,7 +53,7 @@ class LocalLimiter:
     def __init__(self, concurrency: dict[str, int], rate_per_minute: dict[str, float] | None = None):
         self._sems = {p: threading.BoundedSemaphore(max(1, n)) for p, n in concurrency.items()}
         self._buckets = {p: TokenBucket(r) for p, r in (rate_per_minute or {}).items() if r}
-        self._default = threading.BoundedSemaphore(8)
+        self._default = threading.BoundedSemaphore(DEFAULT_CONCURRENCY)
 
     @contextmanager
     def slot(self, provider: str) -> Iterator[None]:

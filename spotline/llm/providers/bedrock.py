@@ -10,10 +10,11 @@ honours Retry-After and feeds the circuit breaker, and two retry layers would mu
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
-from spotline.llm.providers.openai_compat import retry_after_seconds
+from spotline.llm.providers import retry_after_seconds
 from spotline.llm.types import CallTimeout, Completion, ProviderRejected, ProviderRequest, ProviderUnavailable
 from spotline.settings import LLMSettings, ModelSpec
 
@@ -66,9 +67,7 @@ class BedrockConverseProvider:
         use_tool = bool(request.schema) and forced_tool_supported(model.model_id)
         system = [{"text": m.content} for m in request.messages if m.role == "system"]
         if request.schema and not use_tool:
-            import json as _json
-
-            system.append({"text": SCHEMA_INSTRUCTION.format(schema=_json.dumps(request.schema))})
+            system.append({"text": SCHEMA_INSTRUCTION.format(schema=json.dumps(request.schema))})
         messages = [
             {"role": m.role, "content": [{"text": m.content}]} for m in request.messages if m.role != "system"
         ]
@@ -118,8 +117,6 @@ class BedrockConverseProvider:
                     texts.append(block["text"])
             if use_tool and data is None and not texts:
                 raise KeyError("no toolUse or text block")
-            import json
-
             text = json.dumps(data, ensure_ascii=False) if data is not None else "".join(texts)
             return Completion(
                 text=text,

@@ -69,8 +69,7 @@ class LlamaCppProvider:
                 if self._default is None:
                     self._default = default_gguf(self.home)
                 gguf = self._default
-        key = (str(gguf), str(spec.lora or ""))
-        with self._lock:
+            key = (str(gguf), str(spec.lora or ""))
             if key not in self._models:
                 try:
                     from llama_cpp import Llama

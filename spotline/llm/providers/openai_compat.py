@@ -10,30 +10,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
+from spotline.llm.providers import retry_after_seconds
 from spotline.llm.types import CallTimeout, Completion, ProviderRejected, ProviderRequest, ProviderUnavailable
 from spotline.secrets import SecretResolver
 from spotline.settings import LLMSettings, ModelSpec
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds (delta-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        import datetime as dt
-
-        return max(0.0, (parsedate_to_datetime(value) - dt.datetime.now(dt.timezone.utc)).total_seconds())
-    except (TypeError, ValueError):
-        return None
 
 
 def classify_http(status: int, body: str, retry_after: str | None, what: str) -> Exception:
