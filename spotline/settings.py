@@ -62,6 +62,12 @@ class EmbeddingSettings(BaseModel):
     local_model_id: str = "sentence-transformers/all-MiniLM-L6-v2"
     batch_size: int = 64
     device: str = "cpu"
+    workers: int | None = Field(
+        None,
+        description="local model processes with one torch thread each; default: one per CPU this process may use. "
+        "1 = encode in the calling process with all threads",
+    )
+    pool_min_texts: int = Field(256, description="smaller requests are encoded in-process: not worth a pool round trip")
     bedrock_model_id: str = "amazon.titan-embed-text-v2:0"
     bedrock_dimensions: Literal[256, 512, 1024] = 1024
     bedrock_region: str = "us-east-1"

