@@ -4,6 +4,7 @@ outlives its parent. Real model, real processes."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -35,8 +36,24 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_available_cpus_is_positive_and_bounded():
-    assert 1 <= available_cpus() <= (os.cpu_count() or 1)
+@pytest.mark.parametrize(
+    "files, expected",
+    [
+        ({"cpu.max": "100000 100000\n"}, 1),  # cgroup v2, 1 CPU
+        ({"cpu.max": "150000 100000\n"}, 1),  # 1.5 CPUs: whole workers only
+        ({"cpu.max": "max 100000\n"}, None),  # no quota: the affinity mask decides
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # cgroup v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({"cpu.max": "garbage\n"}, None),
+        ({}, None),
+    ],
+)
+def test_available_cpus_reads_the_container_quota(tmp_path, files, expected):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    affinity = len(os.sched_getaffinity(0))
+    assert available_cpus(tmp_path) == (min(expected, affinity) if expected else affinity)
 
 
 def test_pool_matches_in_process_then_recovers_from_a_dead_worker(shared_embedder):
@@ -62,6 +79,15 @@ def test_pool_matches_in_process_then_recovers_from_a_dead_worker(shared_embedde
 
         again = pooled.embed(TEXTS)  # a fresh pool: the task-level retry succeeds
         assert np.allclose(again.vectors, expected, atol=1e-5)
+
+        # Closing the pool under a running call is a transient failure for that call, not a hang.
+        import threading
+
+        closer = threading.Timer(0.5, pooled.close)
+        closer.start()
+        with pytest.raises(EmbeddingUnavailable, match="shut down during the call"):
+            pooled.embed(TEXTS * 4)
+        closer.join()
     finally:
         pooled.close()
 
@@ -80,6 +106,8 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path):
     proc = subprocess.Popen([sys.executable, str(path)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.PIPE, text=True)
     try:
+        ready, _, _ = select.select([proc.stdout], [], [], 180)
+        assert ready, "the pool did not start within 180 s"
         workers = [int(p) for p in proc.stdout.readline().split()]
         assert len(workers) == 2 and all(alive(p) for p in workers)
         proc.kill()  # the parent only, as an OOM kill would: not its process group

@@ -4,8 +4,8 @@ Large requests go to a pool of model processes with one torch thread each rather
 with a thread per core. A small model's matrix products are too short for threads to scale well,
 and one thread that the hypervisor or a neighbour (the Prefect server, a log shipper) delays
 stalls every other thread at the next barrier; independent processes just carry on. On 2 vCPUs
-that is about 20% more chunks per second (bench/ingest_bench.py prints both layouts). Small
-requests, such as one document from an S3 event, stay in-process: a pool round trip is not worth it.
+that was 16% more chunks per second in the benchmark (bench/ingest_bench.py prints both layouts).
+Small requests, such as one document from an S3 event, stay in-process: a round trip is not worth it.
 """
 
 from __future__ import annotations
@@ -56,16 +56,18 @@ def describe_local(settings: EmbeddingSettings) -> tuple[str, int, int]:
     return settings.local_model_id, int(dim), int(max_seq)
 
 
-def available_cpus() -> int:
-    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (containers, Fargate)."""
+def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: its affinity mask, capped by the CPU quota at the root of its cgroup
+    namespace (a container's own limit: Docker, ECS/Fargate). Quotas set on parent cgroups outside
+    the namespace (a systemd CPUQuota on the host) are not seen: set `embedding.workers` there."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     for quota_file, period_file in (("cpu.max", None), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
         try:
             if period_file is None:  # cgroup v2: "<quota> <period>" or "max <period>"
-                quota, period = Path("/sys/fs/cgroup", quota_file).read_text().split()
+                quota, period = (cgroup_root / quota_file).read_text().split()
             else:  # cgroup v1: -1 means no quota
-                quota = Path("/sys/fs/cgroup", quota_file).read_text().strip()
-                period = Path("/sys/fs/cgroup", period_file).read_text().strip()
+                quota = (cgroup_root / quota_file).read_text().strip()
+                period = (cgroup_root / period_file).read_text().strip()
             if quota not in ("max", "-1"):
                 n = min(n, max(1, int(quota) // int(period)))
             break
@@ -99,18 +101,29 @@ def _worker_init(settings: EmbeddingSettings, owner: int) -> None:
     torch.set_num_threads(1)
     global _worker_model
     _worker_model = load_model(settings)
+    # A worker would block on its queue forever if its owner were SIGKILLed (and keep the fork
+    # server alive, since it holds the owner's liveness pipe): watch the owner instead.
+    threading.Thread(target=_exit_with_owner, args=(owner,), daemon=True).start()
 
-    def exit_with_owner() -> None:
-        # A worker would block on its queue forever if its owner were SIGKILLed (and keep the fork
-        # server alive, since it holds the owner's liveness pipe): watch the owner instead.
-        while True:
-            threading.Event().wait(1.0)
-            try:
-                os.kill(owner, 0)
-            except ProcessLookupError:
-                os._exit(0)
 
-    threading.Thread(target=exit_with_owner, daemon=True).start()
+def _exit_with_owner(owner: int) -> None:
+    try:  # a pidfd becomes readable when the process exits, zombie included, and survives pid reuse
+        fd = os.pidfd_open(owner)
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None:
+        import select
+
+        select.select([fd], [], [])
+        os._exit(0)
+    while True:  # no pidfd (old kernel): poll
+        threading.Event().wait(1.0)
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:  # the pid now belongs to someone else's process
+            os._exit(0)
 
 
 def _worker_encode(texts: list[str], batch_size: int) -> np.ndarray:
@@ -123,37 +136,47 @@ class LocalEmbedder:
         self.model_id, self.dimension, self.max_tokens = describe_local(settings)
         workers = settings.workers or available_cpus()
         self.workers = workers if settings.device == "cpu" else 1
-        self._lock = threading.Lock()
+        self._model_lock = threading.Lock()
+        self._pool_lock = threading.Lock()
         self._model = None
         self._pool: ProcessPoolExecutor | None = None
 
     @property
     def model(self):
         """The in-process model (small requests, and one-process mode), loaded on first use."""
-        with self._lock:
+        with self._model_lock:
             if self._model is None:
                 self._model = load_model(self.settings)
             return self._model
 
     def start_pool(self) -> ProcessPoolExecutor:
-        """Start the model processes now (they load in parallel, a few seconds) instead of on first use."""
+        """Start the model processes now instead of on first use (~20-30 s here, mostly importing torch)."""
         import multiprocessing
 
-        with self._lock:
+        with self._pool_lock:
             if self._pool is None:
-                # Workers fork from a fresh single-threaded server that has imported torch and
-                # sentence-transformers once (~25 s here): never from this process, which may hold
-                # torch and Prefect threads, and a dead worker is replaced in about a second.
+                # Workers fork from a fresh single-threaded server that has imported torch,
+                # sentence-transformers and the main module once: never from this process, which
+                # may hold torch and Prefect threads, and a dead worker is replaced in about a second.
+                # (The preload list is process-wide; it is ignored if something started the server.)
                 ctx = multiprocessing.get_context("forkserver")
-                ctx.set_forkserver_preload(["spotline.embedding.local", "sentence_transformers"])
-                self._pool = ProcessPoolExecutor(
+                ctx.set_forkserver_preload(["__main__", "spotline.embedding.local", "sentence_transformers"])
+                pool = ProcessPoolExecutor(
                     self.workers, mp_context=ctx, initializer=_worker_init, initargs=(self.settings, os.getpid())
                 )
-                list(self._pool.map(_worker_encode, [["warm-up"]] * self.workers, [1] * self.workers))
+                list(pool.map(_worker_encode, [["warm-up"]] * self.workers, [1] * self.workers))
+                self._pool = pool
             return self._pool
 
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        """Drop a broken pool, unless another thread has already replaced it."""
+        with self._pool_lock:
+            if self._pool is pool:
+                self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
+
     def close(self) -> None:
-        with self._lock:
+        with self._pool_lock:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -173,19 +196,31 @@ class LocalEmbedder:
         return EmbeddingBatch(vectors, EmbeddingUsage(texts=len(texts), requests=batches, input_tokens=0))
 
     def _pool_encode(self, texts: list[str]) -> np.ndarray:
+        from concurrent.futures import CancelledError
+
         size = self.settings.batch_size
         # Jobs of similar length pad little, and longest first leaves the short jobs for the tail.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         step = size * JOB_BATCHES
         jobs = [order[i : i + step] for i in range(0, len(order), step)]
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        pool = self.start_pool()
+        futures = []
         try:
-            pool = self.start_pool()
             futures = [pool.submit(_worker_encode, [texts[i] for i in job], size) for job in jobs]
             for job, future in zip(jobs, futures):
                 out[job] = future.result()
         except BrokenProcessPool as exc:
-            # A worker died (out of memory, killed): transient for the caller, a fresh pool next time.
-            self.close()
+            # A worker died. Out of memory or killed is transient; so is, as far as this layer can
+            # tell, a worker that crashed on a text or could not load the model (its stderr says
+            # which): the task retries on a fresh pool, then fails with this message.
+            self._discard(pool)
             raise EmbeddingUnavailable(f"an embedding worker process died: {exc}") from exc
+        except (CancelledError, RuntimeError) as exc:
+            if self._pool is pool:  # the pool is still current: the model itself raised, pass it on
+                raise
+            raise EmbeddingUnavailable(f"the embedding pool was shut down during the call: {exc}") from exc
+        finally:
+            for future in futures:  # after a failure, do not leave the rest of the work queued
+                future.cancel()
         return out
