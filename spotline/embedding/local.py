@@ -4,7 +4,7 @@ Large requests go to a pool of model processes with one torch thread each rather
 with a thread per core. A small model's matrix products are too short for threads to scale well,
 and one thread that the hypervisor or a neighbour (the Prefect server, a log shipper) delays
 stalls every other thread at the next barrier; independent processes just carry on. On 2 vCPUs
-that was 16% more chunks per second in the benchmark (bench/ingest_bench.py prints both layouts).
+that was 16-19% more chunks per second in the benchmark (bench/ingest_bench.py prints both layouts).
 Small requests, such as one document from an S3 event, stay in-process: a round trip is not worth it.
 """
 
