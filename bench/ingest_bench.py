@@ -107,9 +107,14 @@ class Meter:
     def __init__(self, server_pid: int):
         self.server = server_pid
 
+    def mine(self) -> float:
+        server_tree = {self.server} | _descendants(self.server)
+        return _cpu_of(({os.getpid()} | _descendants(os.getpid())) - server_tree)
+
+    def srv(self) -> float:
+        return _cpu_of({self.server} | _descendants(self.server))
+
     def __enter__(self):
-        self.mine = lambda: _cpu_of({os.getpid()} | (_descendants(os.getpid()) - _descendants(self.server) - {self.server}))
-        self.srv = lambda: _cpu_of({self.server} | _descendants(self.server))
         self.t, self.c, self.s, self.st = time.perf_counter(), self.mine(), self.srv(), _steal()
         return self
 

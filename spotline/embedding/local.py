@@ -11,10 +11,9 @@ Small requests, such as one document from an S3 event, stay in-process: a round 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import CancelledError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Sequence
@@ -23,8 +22,6 @@ import numpy as np
 
 from spotline.embedding.base import EmbeddingBatch, EmbeddingUnavailable, EmbeddingUsage
 from spotline.settings import EmbeddingSettings
-
-log = logging.getLogger(__name__)
 
 # Texts per pool job, in model batches: one batch amortises the round trip (a few ms on ~5 s of
 # work) and keeps the tail short, where one worker finishes while the other still has a job.
@@ -120,9 +117,7 @@ def _exit_with_owner(owner: int) -> None:
         threading.Event().wait(1.0)
         try:
             os.kill(owner, 0)
-        except ProcessLookupError:
-            os._exit(0)
-        except PermissionError:  # the pid now belongs to someone else's process
+        except (ProcessLookupError, PermissionError):  # gone, or the pid now belongs to another user's process
             os._exit(0)
 
 
@@ -196,8 +191,6 @@ class LocalEmbedder:
         return EmbeddingBatch(vectors, EmbeddingUsage(texts=len(texts), requests=batches, input_tokens=0))
 
     def _pool_encode(self, texts: list[str]) -> np.ndarray:
-        from concurrent.futures import CancelledError
-
         size = self.settings.batch_size
         # Jobs of similar length pad little, and longest first leaves the short jobs for the tail.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
