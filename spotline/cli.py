@@ -10,6 +10,11 @@ from typing import Optional
 
 import typer
 
+# Without PREFECT_API_URL, a flow call starts Prefect's temporary server, and its default budget of
+# 20 s to come up is too tight on a busy 2-core machine (the first ingest failed there, having
+# done nothing). A user's own setting still wins.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Spotline: batch backbone of an LLM product.")
 
 
@@ -31,21 +36,67 @@ def setup() -> None:
 
 @app.command()
 def upload(source_dir: Path, prefix: str = typer.Argument("corpus/")) -> None:
-    """Copy a local folder into the object store under PREFIX (local folder or S3)."""
+    """Copy a local folder into the object store under PREFIX (local folder or S3).
+
+    Symlinks are followed only while they stay inside SOURCE_DIR; anything else is skipped and said.
+    """
     from spotline.resources import get_resources
+    from spotline.storage.upload import upload_folder
 
     store = get_resources().store
-    if hasattr(store, "ensure_bucket"):
-        store.ensure_bucket()
     if not source_dir.is_dir():
         raise typer.BadParameter(f"{source_dir} is not a folder")
-    n = 0
-    for path in sorted(source_dir.rglob("*")):
-        if path.is_file():
-            key = prefix.rstrip("/") + "/" + path.relative_to(source_dir).as_posix()
-            store.put(key, path.read_bytes())
-            n += 1
-    typer.echo(f"uploaded {n} files to {store.uri(prefix)}")
+    if hasattr(store, "ensure_bucket"):
+        store.ensure_bucket()
+    report = upload_folder(store, source_dir, prefix)
+    for path, reason in report.skipped:
+        typer.echo(f"skipped {path}: {reason}", err=True)
+    typer.echo(f"uploaded {len(report.uploaded)} files to {store.uri(prefix)}"
+               + (f" ({len(report.skipped)} skipped)" if report.skipped else ""))
+
+
+def _one_line(exc: BaseException | object) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def require_prefect() -> None:
+    """Stop before any work, with one clear line, when no Prefect API answers.
+
+    With PREFECT_API_URL unset this starts the temporary server now (the flow run then reuses it),
+    so a slow start fails here and not half-way into a run.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    where = PREFECT_API_URL.value() or "Prefect's temporary local server"
+    try:
+        with get_client(sync_client=True) as client:
+            problem = client.api_healthcheck()
+    except Exception as exc:
+        problem = exc
+    if problem is not None:
+        typer.echo(
+            f"error: cannot reach the Prefect API ({where}): {_one_line(problem)}\n"
+            "Nothing was done. Start a server (`uv run prefect server start`) and set PREFECT_API_URL, "
+            "or try again when the machine is less busy.",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+
+def run_ingest(**params):
+    """The ingest flow, ad hoc; a refused request is one line on stderr and exit code 2."""
+    from prefect.exceptions import FailedRun
+
+    from flows.ingest import ingest as ingest_flow
+
+    require_prefect()
+    try:
+        return ingest_flow(**params)
+    except FailedRun as exc:
+        typer.echo(f"error: {_one_line(exc)}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -57,9 +108,7 @@ def ingest(
     force: bool = typer.Option(False, help="re-process unchanged documents (cached embeddings are reused)"),
 ) -> None:
     """Run the ingest-documents flow now (ad hoc)."""
-    from flows.ingest import ingest as ingest_flow
-
-    summary = ingest_flow(
+    summary = run_ingest(
         prefix=prefix, key=key, event_name="ObjectRemoved:Delete" if removed else None,
         full_sync=full_sync, force=force,
     )
@@ -90,11 +139,10 @@ def demo(
     prefix: str = typer.Option("corpus/help-centre/"),
 ) -> None:
     """Upload the sample help centre, ingest it, and answer the three demo questions."""
-    from flows.ingest import ingest as ingest_flow
     from spotline.query import search
 
     upload(corpus, prefix)
-    summary = ingest_flow(prefix=prefix)
+    summary = run_ingest(prefix=prefix)
     typer.echo(
         f"\ningested: {summary.new} new, {summary.changed} changed, {summary.unchanged} unchanged, "
         f"{summary.deleted} deleted, {summary.failed} set aside; {summary.index_chunks} chunks in the index"

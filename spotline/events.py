@@ -2,10 +2,16 @@
 
 S3 notifications (``Records[].s3``) URL-encode keys; EventBridge "Object Created" events do not.
 Anything that does not add up is rejected with a message saying what was wrong, before any work.
+
+Keys and prefixes are checked here, once, and not deep inside a task: a key is a path on the
+local store, so ``../../etc/passwd`` or ``/etc/passwd`` must never get as far as a read, and a key
+outside the configured source prefix (``other/secret.md``) is somebody else's data unless settings
+say otherwise. Messages quote keys with ``repr`` so a control character shows as an escape.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 from urllib.parse import unquote_plus
 
@@ -22,6 +28,35 @@ class IngestRequest(BaseModel):
     key: str | None = None
     removed: bool = False  # the key was deleted (ObjectRemoved)
     full_sync: bool = False
+
+
+# S3's own limit; longer keys cannot exist there and are a sign of garbage input.
+MAX_KEY_BYTES = 1024
+
+
+def _check_path(what: str, value: str) -> None:
+    """Traversal, absolute paths, control characters and empty segments are refused for keys and prefixes."""
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise BadIngestRequest(f"{what} {value!r} contains a control character")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise BadIngestRequest(f"{what} is {len(value.encode('utf-8', 'surrogatepass'))} bytes; keys are at most {MAX_KEY_BYTES}")
+    if value.startswith("/"):
+        raise BadIngestRequest(f"{what} {value!r} is an absolute path; keys are relative to the bucket or store root")
+    parts = value.split("/")
+    if any(p in ("..", ".") for p in re.split(r"[/\\]", value)):  # backslashes too: a Windows path is a path
+        raise BadIngestRequest(f"{what} {value!r} contains a '.' or '..' segment")
+    if "" in parts[:-1]:  # "a//b": S3 allows it, but a folder cannot hold it and it is never intended
+        raise BadIngestRequest(f"{what} {value!r} contains an empty segment ('//')")
+
+
+def _check_scope(what: str, value: str, source_prefix: str, system_prefix: str, allow_outside: bool) -> None:
+    if value.startswith(system_prefix):
+        raise BadIngestRequest(f"{what} {value!r} is inside Spotline's own prefix {system_prefix!r}; it is never ingested")
+    if not allow_outside and not value.startswith(source_prefix):
+        raise BadIngestRequest(
+            f"{what} {value!r} is outside the source prefix {source_prefix!r} "
+            "(set ingest.allow_outside_source_prefix to ingest other prefixes)"
+        )
 
 
 def _event_kind(name: str) -> Literal["created", "removed"]:
@@ -64,7 +99,9 @@ def resolve_request(
     configured_bucket: str,
     default_prefix: str,
     system_prefix: str = "_spotline/",
+    allow_outside_prefix: bool = False,
 ) -> IngestRequest:
+    """One validated request, or BadIngestRequest saying what is wrong (checked before any work)."""
     if s3_event is not None:
         if key or prefix:
             raise BadIngestRequest("give either s3_event or prefix/key, not both")
@@ -76,17 +113,18 @@ def resolve_request(
             f"event is for bucket {bucket!r} but this deployment ingests bucket {configured_bucket!r}"
         )
     if key is not None:
-        if not key.strip() or key.endswith("/"):
+        if not isinstance(key, str) or not key.strip() or key.endswith("/"):
             raise BadIngestRequest(f"key {key!r} does not name an object")
-        if key.startswith(system_prefix):
-            raise BadIngestRequest(f"key {key!r} is inside Spotline's own prefix {system_prefix!r}; it is never ingested")
+        _check_path("key", key)
+        _check_scope("key", key, default_prefix, system_prefix, allow_outside_prefix)
         if full_sync:
             raise BadIngestRequest("full_sync applies to a prefix, not to a single key")
         removed = _event_kind(event_name) == "removed" if event_name else False
         return IngestRequest(mode="key", key=key, removed=removed)
     if event_name:
         raise BadIngestRequest("event_name given without a key")
-    if prefix is not None and prefix.startswith(system_prefix):
-        raise BadIngestRequest(f"prefix {prefix!r} is inside Spotline's own prefix {system_prefix!r}")
+    if prefix is not None:
+        _check_path("prefix", prefix)
+        _check_scope("prefix", prefix, default_prefix, system_prefix, allow_outside_prefix)
     return IngestRequest(mode="prefix", prefix=default_prefix if prefix is None else prefix,
                          full_sync=True if full_sync is None else full_sync)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import ChainMap
 from datetime import datetime, timezone
-from typing import Iterable, Literal
+from typing import Iterable, Iterator, Literal, Mapping
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -21,9 +22,9 @@ from pydantic import BaseModel, Field
 from spotline.chunking import Chunk
 from spotline.embedding.base import EmbeddingError, EmbeddingUsage
 from spotline.models import ChunkRecord, DocumentState, ObjectInfo, sha256_hex
-from spotline.parsing import SetAside, parse_document
+from spotline.parsing import ParsedDocument, SetAside, parse_document
 from spotline.resources import Resources
-from spotline.storage import ObjectNotFound
+from spotline.storage import ObjectNotFound, UnsafeObject
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class DocOutcome(BaseModel):
     tokens_embedded: int = 0
     reason: str | None = None
     detail: str | None = None
+    encoding: str | None = None  # the text encoding used, when not UTF-8 this was detected
 
 
 class Usage(BaseModel):
@@ -70,9 +72,18 @@ class SyncPlan(BaseModel):
     unchanged: list[ObjectInfo]
     to_delete: list[str]
     quarantined: set[str] = Field(default_factory=set)
+    duplicates_removed: int = 0  # surplus rows of chunk ids stored twice, removed before planning
+    repaired: list[str] = Field(default_factory=list)  # their documents, re-indexed by this run
 
-    def batches(self, size: int) -> list[list[ObjectInfo]]:
-        return [self.to_process[i : i + size] for i in range(0, len(self.to_process), size)]
+    def batches(self, size: int, large_bytes: int | None = None) -> list[list[ObjectInfo]]:
+        """Batches of `size` small documents, then every large one (by listing size) on its own, last.
+
+        A large document is its own work unit: it cannot hold back the small ones beside it from
+        being cached and indexed, and a retry or resume repeats only it.
+        """
+        small = [d for d in self.to_process if large_bytes is None or d.size < large_bytes]
+        large = [d for d in self.to_process if large_bytes is not None and d.size >= large_bytes]
+        return [small[i : i + size] for i in range(0, len(small), size)] + [[d] for d in large]
 
 
 # ---------------------------------------------------------------- sources and planning
@@ -108,6 +119,16 @@ def plan_sync(
 ) -> SyncPlan:
     spec = res.embedder_spec
     res.index.ensure(spec.model_id, spec.dimension)  # refuses a mixed-model index before any work
+    # Repair path: a chunk id stored twice (an unserialised race, or an index from before writers
+    # were serialised) would otherwise be returned twice by every query and never noticed, since
+    # its document looks current. Its documents are removed whole and re-indexed below (cached
+    # embeddings make that cheap), which is crash-safe where patching rows in place is not.
+    surplus, repaired = res.index.duplicated_documents()
+    repaired = [u for u in repaired if uri_prefix is None or u.startswith(uri_prefix)]  # this run re-indexes them
+    if repaired:
+        log.warning("index %s stores %d duplicate chunk row(s) in %d document(s); re-indexing them",
+                    res.index.name, surplus, len(repaired))
+        res.index.delete_documents(repaired)
     states = res.index.document_states(uri_prefix)
     to_process, unchanged = [], []
     for info in sources:
@@ -129,6 +150,8 @@ def plan_sync(
         unchanged=unchanged,
         to_delete=to_delete,
         quarantined={u for u in relevant if quarantine_key(res, u) in records},
+        duplicates_removed=surplus if repaired else 0,
+        repaired=repaired,
     )
 
 
@@ -167,6 +190,7 @@ class _Doc:
         self.vectors: dict[str, np.ndarray] = {}
         self.embedded: set[str] = set()
         self.cached_hashes: set[str] = set()  # chunk hashes this run paid to embed for this document
+        self.encoding: str | None = None
         self.outcome: DocOutcome | None = None
 
 
@@ -186,16 +210,20 @@ def _set_aside(res: Resources, doc: _Doc, reason: str, detail: str, run_id: str 
     log.warning("set aside %s: %s (%s)", doc.info.key, reason, detail)
 
 
-def _embed_missing(res: Resources, docs: list[_Doc], usage: Usage, run_id: str | None) -> None:
-    """Fill doc.vectors for every chunk, embedding only hashes no cache shard holds."""
+def _embed_missing(
+    res: Resources, docs: list[_Doc], usage: Usage, run_id: str | None, cached: Mapping[str, Mapping] | None = None
+) -> None:
+    """Fill doc.vectors for every chunk, embedding only hashes no cache shard holds (`cached`:
+    vectors already known per document URI, instead of loading its shard)."""
     missing: dict[str, str] = {}  # chunk hash -> text; identical chunks are embedded once
     for doc in docs:
-        cached = res.embedding_cache.load(doc.info.uri)
-        doc.cached_hashes = set(cached)
+        known = cached[doc.info.uri] if cached is not None else res.embedding_cache.load(doc.info.uri)
+        if cached is None:
+            doc.cached_hashes = set(known)
         for c in doc.chunks:
             h = c.chunk_hash
-            if h in cached:
-                doc.vectors[h] = cached[h]
+            if h in known:
+                doc.vectors[h] = known[h]
             else:
                 missing.setdefault(h, c.embed_text)
     if not missing:
@@ -271,96 +299,178 @@ def _permanently_rejected(exc: Exception) -> set[str]:
     return {f["id"] for f in failures}
 
 
+def _read_and_parse(res: Resources, doc: _Doc, run_id: str | None) -> ParsedDocument | None:
+    """The document's parsed text, or None when it was set aside. ObjectNotFound passes through."""
+    limit = res.settings.chunking.max_document_bytes
+    if doc.info.set_aside_reason:  # the listing refused it (a symlink out of the store, a FIFO)
+        _set_aside(res, doc, doc.info.set_aside_reason, doc.info.set_aside_detail or "", run_id)
+        return None
+    if doc.info.size > limit:  # decided from the listing: never download it
+        _set_aside(res, doc, "too-large", f"{doc.info.size} bytes exceeds the {limit}-byte limit", run_id)
+        return None
+    try:
+        data = res.store.get(doc.info.key)
+    except ObjectNotFound:
+        raise
+    except UnsafeObject as exc:
+        _set_aside(res, doc, exc.reason, exc.detail, run_id)
+        return None
+    except Exception as exc:
+        if is_transient(exc):
+            raise  # the task retries the batch
+        _set_aside(res, doc, "unreadable", f"{type(exc).__name__}: {str(exc)[:200]}", run_id)
+        return None
+    doc.doc_hash = sha256_hex(data)
+    try:
+        parsed = parse_document(doc.info.key, data, limit)
+        del data
+        doc.encoding = parsed.encoding
+        _check_tokens(res, parsed)
+        return parsed
+    except SetAside as exc:
+        _set_aside(res, doc, exc.reason, exc.detail, run_id)
+    except Exception as exc:
+        # A parser bug or a pathological file (RecursionError, zlib.error, ...) must not block
+        # every later document, run after run; only a transient failure retries the batch.
+        if is_transient(exc):
+            raise
+        _set_aside(res, doc, "corrupt", f"could not parse ({type(exc).__name__}: {str(exc)[:200]})", run_id)
+    return None
+
+
+def _check_tokens(res: Resources, parsed: ParsedDocument) -> None:
+    """Bound a document's cost by tokens, not only bytes: raise SetAside('too-large') past the limit.
+
+    A WordPiece token covers at least one character, so a text no longer than the limit in
+    characters cannot exceed it and is not counted at all. Longer texts are counted slice by
+    slice and counting stops at the limit: the check costs at most `limit` tokens of work.
+    """
+    limit = res.settings.chunking.max_document_tokens
+    text = parsed.text
+    if len(text) <= limit:
+        return
+    counted, pos, step = 0, 0, 100_000
+    while pos < len(text):
+        end = min(pos + step, len(text))
+        if end < len(text):  # cut at whitespace so no word is split between two slices
+            space = text.rfind(" ", pos, end)
+            end = space + 1 if space > pos else end
+        counted += res.chunker.count([text[pos:end]])[0]
+        pos = end
+        if counted > limit:
+            raise SetAside(
+                "too-large",
+                f"more than {limit:,} tokens (chunking.max_document_tokens): {counted:,} tokens in the first "
+                f"{pos:,} of {len(text):,} characters",
+            )
+
+
+def _slices(parsed: ParsedDocument, max_chars: int) -> Iterator[ParsedDocument]:
+    """The document as consecutive runs of whole blocks of about max_chars each (views: no text copied)."""
+    blocks = parsed.blocks
+    i = 0
+    while i < len(blocks):
+        j, start = i, blocks[i].start
+        while j < len(blocks) and (j == i or blocks[j].end - start <= max_chars):
+            j += 1
+        yield ParsedDocument(text=parsed.text, title=parsed.title, format=parsed.format, blocks=blocks[i:j],
+                             pages=parsed.pages, encoding=parsed.encoding)
+        i = j
+
+
+def _records(res: Resources, doc: _Doc, chunks: list[Chunk]) -> list[ChunkRecord]:
+    model_id = res.embedder_spec.model_id
+    return [
+        ChunkRecord(
+            chunk_id=ChunkRecord.make_id(doc.info.uri, c.index, c.chunk_hash),
+            source_uri=doc.info.uri,
+            doc_version=doc.info.version,
+            doc_hash=doc.doc_hash,
+            chunk_hash=c.chunk_hash,
+            chunk_index=c.index,
+            title=c.title,
+            text=c.text,
+            start_char=c.start_char,
+            end_char=c.end_char,
+            page_start=c.page_start,
+            page_end=c.page_end,
+            token_count=c.token_count,
+            embedding_model=model_id,
+            vector=doc.vectors[c.chunk_hash].tolist(),
+        )
+        for c in chunks
+    ]
+
+
+def _finish(doc: _Doc, chunks: int, tokens_embedded: int) -> None:
+    if doc.state is None or not doc.state.doc_hashes:
+        status: Status = "new"
+    elif doc.state.doc_hashes == {doc.doc_hash}:
+        status = "unchanged"  # touched (new ETag/mtime) or a repaired replacement: same bytes
+    else:
+        status = "changed"
+    doc.outcome = DocOutcome(
+        source_uri=doc.info.uri,
+        key=doc.info.key,
+        status=status,
+        chunks=chunks,
+        chunks_embedded=len(doc.embedded),
+        tokens_embedded=tokens_embedded,
+        encoding=doc.encoding,
+    )
+
+
 def ingest_batch(
     res: Resources, infos: list[ObjectInfo], states: dict[str, DocumentState], run_id: str | None = None,
     quarantined: set[str] | None = None,
 ) -> BatchReport:
-    """Parse, chunk, embed what is new, upsert, then delete stale chunks, for a batch of documents."""
+    """Parse, chunk, embed what is new, upsert, then delete stale chunks, for a batch of documents.
+
+    Documents whose text is longer than `ingest.slice_chars` are held back and streamed after the
+    rest of the batch is written, one at a time: the small ones are cached and indexed first.
+    """
     t0 = time.perf_counter()
     report = BatchReport()
     spec = res.embedder_spec
     res.index.ensure(spec.model_id, spec.dimension)
     docs = [_Doc(i, states.get(i.uri)) for i in infos]
     vanished: list[_Doc] = []
+    large: list[tuple[_Doc, ParsedDocument]] = []
+    slice_chars = res.settings.ingest.slice_chars
 
-    limit = res.settings.chunking.max_document_bytes
     for doc in docs:
-        if doc.info.size > limit:  # decided from the listing: never download it
-            _set_aside(res, doc, "too-large", f"{doc.info.size} bytes exceeds the {limit}-byte limit", run_id)
-            continue
         try:
-            data = res.store.get(doc.info.key)
+            parsed = _read_and_parse(res, doc, run_id)
         except ObjectNotFound:  # removed between listing and reading
             vanished.append(doc)
             continue
-        except Exception as exc:
-            if is_transient(exc):
-                raise  # the task retries the batch
-            _set_aside(res, doc, "unreadable", f"{type(exc).__name__}: {str(exc)[:200]}", run_id)
+        if parsed is None:
             continue
-        doc.doc_hash = sha256_hex(data)
+        if len(parsed.text) > slice_chars:
+            large.append((doc, parsed))
+            continue
         try:
-            parsed = parse_document(doc.info.key, data, limit)
             doc.chunks = res.chunker.split(parsed)
-        except SetAside as exc:
-            _set_aside(res, doc, exc.reason, exc.detail, run_id)
         except Exception as exc:
-            # A parser bug or a pathological file (RecursionError, zlib.error, ...) must not block
-            # every later document, run after run; only a transient failure retries the batch.
             if is_transient(exc):
                 raise
-            _set_aside(res, doc, "corrupt", f"could not parse ({type(exc).__name__}: {str(exc)[:200]})", run_id)
+            _set_aside(res, doc, "corrupt", f"could not chunk ({type(exc).__name__}: {str(exc)[:200]})", run_id)
 
-    live = [d for d in docs if d.outcome is None and d not in vanished]
+    held = {id(d) for d, _ in large}
+    live = [d for d in docs if d.outcome is None and d not in vanished and id(d) not in held]
     _embed_missing(res, live, report.usage, run_id)
     live = [d for d in live if d.outcome is None]
 
     records: list[ChunkRecord] = []
     for doc in live:
-        for c in doc.chunks:
-            records.append(
-                ChunkRecord(
-                    chunk_id=ChunkRecord.make_id(doc.info.uri, c.index, c.chunk_hash),
-                    source_uri=doc.info.uri,
-                    doc_version=doc.info.version,
-                    doc_hash=doc.doc_hash,
-                    chunk_hash=c.chunk_hash,
-                    chunk_index=c.index,
-                    title=c.title,
-                    text=c.text,
-                    start_char=c.start_char,
-                    end_char=c.end_char,
-                    page_start=c.page_start,
-                    page_end=c.page_end,
-                    token_count=c.token_count,
-                    embedding_model=spec.model_id,
-                    vector=doc.vectors[c.chunk_hash].tolist(),
-                )
-            )
+        records.extend(_records(res, doc, doc.chunks))
         # Cache before the index write: a run killed after embedding never pays for it again.
         if doc.embedded or doc.cached_hashes != set(doc.vectors):
             res.embedding_cache.save(doc.info.uri, doc.vectors)
 
-    try:
-        res.index.upsert(records)  # 1. new chunks in (deterministic ids: a retry overwrites)
-    except Exception as exc:
-        rejected = _permanently_rejected(exc)
-        if not rejected:
-            raise  # throttling, 5xx, network: the task retries the whole (idempotent) batch
-        bad = {r.source_uri for r in records if r.chunk_id in rejected}
-        partial: list[str] = []
-        for doc in live:
-            if doc.info.uri in bad:  # keep its previous version whole: remove the new chunks that did land
-                _set_aside(res, doc, "index-rejected", str(exc)[:300], run_id)
-                old_ids = doc.state.chunk_ids if doc.state else set()
-                partial.extend(r.chunk_id for r in records if r.source_uri == doc.info.uri and r.chunk_id not in old_ids)
-        res.index.delete_chunks(partial)
-        live = [d for d in live if d.outcome is None]
-        records = [r for r in records if r.source_uri not in bad]
-    report.chunks_written = len(records)
     new_ids: dict[str, set[str]] = {}
-    for r in records:
-        new_ids.setdefault(r.source_uri, set()).add(r.chunk_id)
+    records, live = _upsert(res, records, live, new_ids, run_id)
+    report.chunks_written = len(records)
 
     stale: list[str] = []
     for doc in live:  # 2. only then, stale chunks out
@@ -374,25 +484,90 @@ def ingest_batch(
     for doc in live:
         if doc.info.uri in quarantined:
             res.store.delete(quarantine_key(res, doc.info.uri))
-        if doc.state is None or not doc.state.doc_hashes:
-            status: Status = "new"
-        elif doc.state.doc_hashes == {doc.doc_hash}:
-            status = "unchanged"  # touched (new ETag/mtime) or a repaired replacement: same bytes
-        else:
-            status = "changed"
-        doc.outcome = DocOutcome(
-            source_uri=doc.info.uri,
-            key=doc.info.key,
-            status=status,
-            chunks=len(doc.chunks),
-            chunks_embedded=len(doc.embedded),
-            tokens_embedded=sum(c.token_count for c in doc.chunks if c.chunk_hash in doc.embedded),
-        )
+        _finish(doc, len(doc.chunks), sum(c.token_count for c in doc.chunks if c.chunk_hash in doc.embedded))
     for doc in vanished:
         doc.outcome = DocOutcome(source_uri=doc.info.uri, key=doc.info.key, status="deleted")
+
+    for doc, parsed in large:
+        _ingest_streamed(res, doc, parsed, report, run_id, doc.info.uri in quarantined)
+        del parsed
     report.outcomes = [d.outcome for d in docs]
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _upsert(
+    res: Resources, records: list[ChunkRecord], live: list[_Doc], new_ids: dict[str, set[str]], run_id: str | None
+) -> tuple[list[ChunkRecord], list[_Doc]]:
+    """Write new chunks (deterministic ids: a retry overwrites). A document the index refuses for
+    good is set aside with its previous version kept whole; throttling and 5xx re-raise."""
+    try:
+        res.index.upsert(records)
+    except Exception as exc:
+        rejected = _permanently_rejected(exc)
+        if not rejected:
+            raise  # throttling, 5xx, network: the task retries the whole (idempotent) batch
+        bad = {r.source_uri for r in records if r.chunk_id in rejected}
+        partial: list[str] = []
+        for doc in live:
+            if doc.info.uri in bad:  # keep its previous version whole: remove the new chunks that did land
+                _set_aside(res, doc, "index-rejected", str(exc)[:300], run_id)
+                old_ids = doc.state.chunk_ids if doc.state else set()
+                partial.extend(r.chunk_id for r in records if r.source_uri == doc.info.uri and r.chunk_id not in old_ids)
+                partial.extend(new_ids.pop(doc.info.uri, set()) - old_ids)
+        res.index.delete_chunks(partial)
+        live = [d for d in live if d.outcome is None]
+        records = [r for r in records if r.source_uri not in bad]
+    for r in records:
+        new_ids.setdefault(r.source_uri, set()).add(r.chunk_id)
+    return records, live
+
+
+def _ingest_streamed(
+    res: Resources, doc: _Doc, parsed: ParsedDocument, report: BatchReport, run_id: str | None, quarantined: bool
+) -> None:
+    """One large document in slices: chunk, embed and write a slice at a time, so memory stays flat
+    whatever its length. Stale chunks go only after every slice is in; a failure part-way removes
+    the slices written so far (those that were not already the document's chunks), keeping the
+    previous version whole, exactly like a small document."""
+    cached = res.embedding_cache.load(doc.info.uri)
+    doc.cached_hashes = set(cached)
+    known = ChainMap(doc.vectors, cached)  # earlier slices first, then the cache shard
+    new_ids: dict[str, set[str]] = {}
+    offset = chunks_total = tokens_embedded = 0
+    for part in _slices(parsed, res.settings.ingest.slice_chars):
+        piece = _Doc(doc.info, doc.state)
+        piece.doc_hash, piece.embedded = doc.doc_hash, doc.embedded  # one set: a repeated text counts once
+        try:
+            piece.chunks = res.chunker.split(part)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            _set_aside(res, piece, "corrupt", f"could not chunk ({type(exc).__name__}: {str(exc)[:200]})", run_id)
+        for c in piece.chunks:
+            c.index += offset
+        offset += len(piece.chunks)
+        before = set(doc.embedded)
+        if piece.outcome is None:
+            _embed_missing(res, [piece], report.usage, run_id, cached={doc.info.uri: known})
+        if piece.outcome is None:
+            records, _ = _upsert(res, _records(res, piece, piece.chunks), [piece], new_ids, run_id)
+        if piece.outcome is not None:  # set aside part-way: take back what this run wrote
+            doc.outcome = piece.outcome
+            res.index.delete_chunks(new_ids.get(doc.info.uri, set()) - (doc.state.chunk_ids if doc.state else set()))
+            return
+        doc.vectors.update(piece.vectors)
+        fresh = doc.embedded - before
+        tokens_embedded += sum(c.token_count for c in piece.chunks if c.chunk_hash in fresh)
+        chunks_total += len(records)
+        report.chunks_written += len(records)
+    if doc.embedded or doc.cached_hashes != set(doc.vectors):
+        res.embedding_cache.save(doc.info.uri, doc.vectors)
+    if doc.state:
+        report.chunks_deleted += res.index.delete_chunks(doc.state.chunk_ids - new_ids.get(doc.info.uri, set()))
+    if quarantined:
+        res.store.delete(quarantine_key(res, doc.info.uri))
+    _finish(doc, chunks_total, tokens_embedded)
 
 
 def key_of(res: Resources, uri: str) -> str:

@@ -25,6 +25,10 @@ class ObjectInfo(BaseModel):
     uri: str
     size: int
     version: str = Field(description="ETag (S3) or size+mtime stamp (local): changes whenever the content may have")
+    # A listing can name an entry it refuses to read (a symlink leaving the local store's root, a
+    # FIFO): the run sets it aside with this reason instead of silently skipping or following it.
+    set_aside_reason: str | None = None
+    set_aside_detail: str | None = None
 
 
 class ChunkRecord(BaseModel):

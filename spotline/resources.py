@@ -97,6 +97,14 @@ class Resources:
         )
 
 
+    def release(self) -> None:
+        """Stop heavy helpers at once (embedding worker processes), e.g. when the process is told
+        to stop. Safe from a signal handler: it takes no lock a running call could hold."""
+        embedder = self.__dict__.get("_embedder")
+        terminate = getattr(embedder, "terminate", None)
+        if terminate is not None:
+            terminate()
+
     @cached_property
     def gateway(self):
         """The LLM gateway (spotline.llm): providers load lazily, the cache lives in the object store."""

@@ -80,12 +80,33 @@ class ChunkingSettings(BaseModel):
     chunk_tokens: int = Field(200, description="max tokens per chunk, counted with the embedding model's tokenizer")
     overlap_tokens: int = 40
     max_document_bytes: int = 50 * 1024 * 1024
+    max_document_tokens: int = Field(
+        1_000_000,
+        description="a document with more tokens is set aside as too-large (about 5,000 chunks: ~4 min of local "
+        "embedding on 2 vCPUs, $0.02 on Titan V2); counting stops at the limit, so the check itself is bounded",
+    )
 
 
 class IngestSettings(BaseModel):
     source_prefix: str = "corpus/"
+    allow_outside_source_prefix: bool = Field(
+        False, description="accept keys and prefixes outside source_prefix (otherwise rejected before any work)"
+    )
     batch_documents: int = Field(
         128, description="documents per Prefect task (no task per chunk); all their new chunks go to the model in one call"
+    )
+    large_document_bytes: int = Field(
+        1024 * 1024,
+        description="documents at least this big (by listing size) are their own work unit, after the batches of "
+        "small ones, and stream through chunk -> embed -> write in slices",
+    )
+    slice_chars: int = Field(
+        200_000, description="characters of a large document chunked, embedded and written at a time (~250 chunks)"
+    )
+    writer_lease_s: float = Field(
+        60.0,
+        description="lease on the per-index writer slot (global concurrency limit spotline-index-<name>): a killed "
+        "run's slot frees after this long",
     )
 
 

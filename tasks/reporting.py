@@ -38,8 +38,3 @@ def set_aside_table(key: str, rows: list[dict[str, Any]], what: str) -> None:
         create_table_artifact(key=key, table=rows, description=f"{len(rows)} {what} set aside, with reasons")
     else:
         create_markdown_artifact(key=key, markdown=f"No {what} were set aside in this run.", description=f"{what} set aside")
-
-
-def rejected(key: str, message: str) -> None:
-    """A run refused its input: say why where users look (the artifacts tab), not only in the logs."""
-    create_markdown_artifact(key=key, markdown=f"## Input rejected\n\n{message}\n", description="input rejected")

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("prefect_api")
 def test_sample_corpus_recall_at_3(res, embedder, tmp_path):
     shutil.copytree(SAMPLE, res.settings.store.root / "corpus" / "help-centre")
     run = ingest(prefix="corpus/help-centre/")
-    assert run.new == 50 and run.failed == 8, run.set_aside
+    assert run.new == 51 and run.failed == 7, run.set_aside
 
     questions = [json.loads(line) for line in (ROOT / "data" / "sample_questions.jsonl").read_text().splitlines() if line]
     assert len(questions) >= 20

@@ -176,6 +176,23 @@ class LocalEmbedder:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
+    def terminate(self) -> None:
+        """Kill the worker processes now and drop queued jobs (the process is being stopped).
+
+        Called from a signal handler, so it takes no lock: the main thread may hold the pool lock.
+        A call waiting on the pool then fails with EmbeddingUnavailable, or the signal's own
+        exception reaches it first.
+        """
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        for proc in list(getattr(pool, "_processes", {}).values()):  # no public API to kill workers
+            try:
+                proc.kill()
+            except Exception:
+                pass
+        pool.shutdown(wait=False, cancel_futures=True)
+
     def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
         if not texts:
             return EmbeddingBatch(np.zeros((0, self.dimension), dtype=np.float32))

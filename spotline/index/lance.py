@@ -3,11 +3,24 @@
 Why LanceDB: maintained, embedded (like SQLite), columnar on Arrow, atomic versioned commits (a
 killed writer leaves the last committed version intact), native merge-insert (upsert by key),
 deletes by predicate, and the same table can live on S3 when a small deployment wants no server.
+
+Concurrent writers: LanceDB's commits are atomic, but merge-insert decides "matched or new" from
+the version it read, and two processes inserting the same new chunk ids each see "new" and both
+append (a probe got every chunk twice). So every write holds an exclusive ``flock`` on a lock file
+beside the table, and the connection re-reads the latest version before every operation
+(``read_consistency_interval=0``): the second writer then sees the first one's rows and updates
+them. The kernel drops a flock when its process dies, so a killed writer never leaves a stale lock.
+(The lock is per machine: a table on S3 shared by several machines needs the flow's per-index
+global concurrency limit, which the ingest flow always takes.)
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import threading
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -55,9 +68,36 @@ class LanceIndex:
 
         self.path = Path(path)
         self.name = name
-        self.db = lancedb.connect(str(self.path))
+        self.db = lancedb.connect(str(self.path), read_consistency_interval=timedelta(0))
         self._table = None
         self._schema: pa.Schema | None = None
+        self._lock_path = self.path / f".{name}.writer.lock"
+        self._lock = threading.RLock()
+        self._lock_depth = 0
+        self._lock_fd: int | None = None
+
+    @contextmanager
+    def writing(self):
+        """Exclusive writer on this table across processes (re-entrant within one)."""
+        with self._lock:
+            if self._lock_depth == 0:
+                self.path.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)  # a signal interrupts the wait (PEP 475 re-raises it)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self._lock_fd = fd
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+                if self._lock_depth == 0:
+                    fd, self._lock_fd = self._lock_fd, None
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    os.close(fd)
 
     @property
     def table(self):
@@ -71,7 +111,8 @@ class LanceIndex:
     def ensure(self, model_id: str, dimension: int) -> None:
         table = self.table
         if table is None:
-            self._table = self.db.create_table(self.name, schema=_schema(model_id, dimension), exist_ok=True)
+            with self.writing():
+                self._table = self.db.create_table(self.name, schema=_schema(model_id, dimension), exist_ok=True)
             table = self._table
         meta = table.schema.metadata or {}
         have_model = meta.get(_MODEL_KEY, b"").decode()
@@ -104,25 +145,45 @@ class LanceIndex:
             raise RuntimeError("call ensure(model_id, dimension) before writing")
         rows = [r.model_dump() for r in records]
         data = pa.Table.from_pylist(rows, schema=self._schema)
-        (
-            self.table.merge_insert("chunk_id")
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute(data)
-        )
+        with self.writing():
+            (
+                self.table.merge_insert("chunk_id")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute(data)
+            )
 
     def delete_chunks(self, chunk_ids: Iterable[str]) -> int:
         ids = sorted(set(chunk_ids))
         if ids and self.table is not None:
-            for i in range(0, len(ids), 500):
-                self.table.delete(f"chunk_id IN ({_quote(ids[i:i + 500])})")
+            with self.writing():
+                for i in range(0, len(ids), 500):
+                    self.table.delete(f"chunk_id IN ({_quote(ids[i:i + 500])})")
         return len(ids)
 
     def delete_documents(self, source_uris: Iterable[str]) -> None:
         uris = sorted(set(source_uris))
         if uris and self.table is not None:
-            for i in range(0, len(uris), 200):
-                self.table.delete(f"source_uri IN ({_quote(uris[i:i + 200])})")
+            with self.writing():
+                for i in range(0, len(uris), 200):
+                    self.table.delete(f"source_uri IN ({_quote(uris[i:i + 200])})")
+
+    def duplicated_documents(self) -> tuple[int, list[str]]:
+        """(surplus rows, their documents) where a chunk id is stored more than once.
+
+        Only an unserialised race (or an index written before writers were serialised) leaves
+        duplicates; the caller removes those documents whole so they are re-indexed from scratch.
+        """
+        if self.table is None:
+            return 0, []
+        t = self._columns(["chunk_id", "source_uri"])
+        counts = pc.value_counts(t["chunk_id"])
+        dup_ids = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+        if len(dup_ids) == 0:
+            return 0, []
+        surplus = int(pc.sum(pc.filter(counts.field("counts"), pc.greater(counts.field("counts"), 1))).as_py()) - len(dup_ids)
+        uris = pc.unique(pc.filter(t["source_uri"], pc.is_in(t["chunk_id"], value_set=dup_ids)))
+        return surplus, sorted(uris.to_pylist())
 
     def search(self, vector: Sequence[float], k: int = 5) -> list[SearchHit]:
         if self.table is None:
@@ -156,4 +217,5 @@ class LanceIndex:
     def finalize(self) -> None:
         """Compact the many small fragments a load writes and drop versions older than a day."""
         if self.table is not None:
-            self.table.optimize(cleanup_older_than=timedelta(days=1))
+            with self.writing():
+                self.table.optimize(cleanup_older_than=timedelta(days=1))

@@ -390,6 +390,10 @@ class OpenSearchIndex:
             return {}
         return states
 
+    def duplicated_documents(self) -> tuple[int, list[str]]:
+        """Never any: the chunk id is the document _id, so concurrent writers overwrite each other."""
+        return 0, []
+
     def _scan(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         return helpers.scan(self.client, query=body, index=self.name, size=SCAN_PAGE_SIZE, scroll="5m")
 

@@ -1,7 +1,7 @@
 """Object stores: a local folder (default) or S3 / any S3-compatible endpoint."""
 
 from spotline.settings import StoreSettings
-from spotline.storage.base import ObjectNotFound, ObjectStore
+from spotline.storage.base import ObjectNotFound, ObjectStore, UnsafeObject
 
 
 def make_store(settings: StoreSettings, bucket: str | None = None) -> ObjectStore:
@@ -14,4 +14,4 @@ def make_store(settings: StoreSettings, bucket: str | None = None) -> ObjectStor
     return LocalObjectStore(settings.root)
 
 
-__all__ = ["make_store", "ObjectStore", "ObjectNotFound"]
+__all__ = ["make_store", "ObjectStore", "ObjectNotFound", "UnsafeObject"]

@@ -11,15 +11,38 @@ class ObjectNotFound(KeyError):
     pass
 
 
+class UnsafeObject(Exception):
+    """The store refuses to read or write an object, for a reason that is a property of the object.
+
+    A local store's folder is shared with whoever can write into it: a symlink there must not
+    become a way to read or overwrite files elsewhere (/etc/passwd, a key file), and a FIFO must
+    not hang a run. `reason` is short and stable ("unsafe-link", "not-a-file") so a run can set
+    the object aside under it; `detail` is for people and never names a path outside the store,
+    which may itself be a secret.
+    """
+
+    def __init__(self, reason: str, detail: str, key: str | None = None):
+        super().__init__(reason, detail, key)
+        self.reason, self.detail, self.key = reason, detail, key
+
+    def __str__(self) -> str:
+        where = f"{self.key}: " if self.key is not None else ""
+        return f"{where}{self.reason} ({self.detail})"
+
+
 class ObjectStore(Protocol):
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Every object whose key starts with prefix, in key order."""
+        """Every object whose key starts with prefix, in key order.
+
+        An entry the store will not read (set_aside_reason set, size 0) is listed all the same,
+        so a run can report it instead of silently missing it.
+        """
 
     def head(self, key: str) -> ObjectInfo | None:
         """The object's listing entry, or None when it does not exist."""
 
     def get(self, key: str) -> bytes:
-        """The object's bytes; raises ObjectNotFound."""
+        """The object's bytes; raises ObjectNotFound, or UnsafeObject for an entry it will not read."""
 
     def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
         """Write atomically: readers see the old or the new object, never half of one."""
