@@ -91,18 +91,19 @@ def ingest(
     except BadIngestRequest as exc:
         return reject("ingest-rejected", str(exc))
 
-    with prompt_exit_on_sigterm(res.release), index_writer(res.index.name, settings.ingest.writer_lease_s) as waited:
-        plan, summary = _plan(req, event_name, force, res)
-        summary.waited_for_writer_s = round(waited, 3)
-        usage = _process(plan, batch_documents or settings.ingest.batch_documents, summary, settings)
-        summary.deleted += t.remove_documents(plan.to_delete)
-        if summary.chunks_written or summary.chunks_deleted or summary.deleted or summary.duplicates_removed:
-            summary.index_chunks = t.finalize_index()
-        else:
-            summary.index_chunks = res.index.count()
-    summary.embedding_texts, summary.embedding_tokens = usage.texts, usage.input_tokens
-    summary.seconds = round(time.perf_counter() - started, 3)
-    _report(summary, usage, res)
+    with prompt_exit_on_sigterm(res.release):
+        with index_writer(res.index.name, settings.ingest.writer_lease_s) as waited:
+            plan, summary = _plan(req, event_name, force, res)
+            summary.waited_for_writer_s = round(waited, 3)
+            usage = _process(plan, batch_documents or settings.ingest.batch_documents, summary, settings)
+            summary.deleted += t.remove_documents(plan.to_delete)
+            if summary.chunks_written or summary.chunks_deleted or summary.deleted or summary.duplicates_removed:
+                summary.index_chunks = t.finalize_index()
+            else:
+                summary.index_chunks = res.index.count()
+        summary.embedding_texts, summary.embedding_tokens = usage.texts, usage.input_tokens
+        summary.seconds = round(time.perf_counter() - started, 3)
+        _report(summary, usage, res)
     return summary
 
 

@@ -43,9 +43,16 @@ def upload(source_dir: Path, prefix: str = typer.Argument("corpus/")) -> None:
     from spotline.resources import get_resources
     from spotline.storage.upload import upload_folder
 
-    store = get_resources().store
+    from spotline.events import BadIngestRequest, check_upload_prefix
+
+    res = get_resources()
+    store = res.store
     if not source_dir.is_dir():
         raise typer.BadParameter(f"{source_dir} is not a folder")
+    try:
+        check_upload_prefix(prefix, res.settings.store.system_prefix)
+    except BadIngestRequest as exc:
+        raise typer.BadParameter(str(exc)) from None
     if hasattr(store, "ensure_bucket"):
         store.ensure_bucket()
     report = upload_folder(store, source_dir, prefix)
@@ -91,12 +98,19 @@ def run_ingest(**params):
 
     from flows.ingest import ingest as ingest_flow
 
+    for name, value in params.items():  # Prefect cannot even record a run whose parameters are not UTF-8
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                typer.echo(f"error: input rejected: {name} {value!r} is not valid UTF-8", err=True)
+                raise typer.Exit(2) from None
     require_prefect()
     try:
         return ingest_flow(**params)
-    except FailedRun as exc:
+    except FailedRun as exc:  # a refused request is exit code 2; any other failed run is 1
         typer.echo(f"error: {_one_line(exc)}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(2 if str(exc).startswith("input rejected:") else 1) from None
 
 
 @app.command()

@@ -12,6 +12,7 @@ say otherwise. Messages quote keys with ``repr`` so a control character shows as
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any, Literal
 from urllib.parse import unquote_plus
 
@@ -36,10 +37,16 @@ MAX_KEY_BYTES = 1024
 
 def _check_path(what: str, value: str) -> None:
     """Traversal, absolute paths, control characters and empty segments are refused for keys and prefixes."""
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise BadIngestRequest(f"{what} {value!r} contains a control character")
-    if len(value.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-        raise BadIngestRequest(f"{what} is {len(value.encode('utf-8', 'surrogatepass'))} bytes; keys are at most {MAX_KEY_BYTES}")
+    # Controls (C0, DEL, C1), format characters (bidi overrides such as U+202E, zero-width ones)
+    # and line/paragraph separators: invisible or misleading in a key, and never intended.
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in value):
+        raise BadIngestRequest(f"{what} {value!r} contains a control or invisible formatting character")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:  # lone surrogates: bytes from a command line that were not UTF-8
+        raise BadIngestRequest(f"{what} {value!r} is not valid UTF-8") from None
+    if size > MAX_KEY_BYTES:
+        raise BadIngestRequest(f"{what} is {size} bytes; keys are at most {MAX_KEY_BYTES}")
     if value.startswith("/"):
         raise BadIngestRequest(f"{what} {value!r} is an absolute path; keys are relative to the bucket or store root")
     parts = value.split("/")
@@ -49,12 +56,22 @@ def _check_path(what: str, value: str) -> None:
         raise BadIngestRequest(f"{what} {value!r} contains an empty segment ('//')")
 
 
+def check_upload_prefix(prefix: str, system_prefix: str) -> None:
+    """Where `spotline upload` may write: a real folder-like prefix, outside Spotline's own."""
+    if not prefix.strip("/"):
+        raise BadIngestRequest("prefix must name a folder, such as 'corpus/'")
+    _check_path("prefix", prefix)
+    if prefix.startswith(system_prefix) or prefix.rstrip("/") + "/" == system_prefix:
+        raise BadIngestRequest(f"prefix {prefix!r} is inside Spotline's own prefix {system_prefix!r}")
+
+
 def _check_scope(what: str, value: str, source_prefix: str, system_prefix: str, allow_outside: bool) -> None:
     if value.startswith(system_prefix):
         raise BadIngestRequest(f"{what} {value!r} is inside Spotline's own prefix {system_prefix!r}; it is never ingested")
     if not allow_outside and not value.startswith(source_prefix):
+        hint = f"; did you mean {value + '/'!r}?" if (value + "/").startswith(source_prefix) and value else ""
         raise BadIngestRequest(
-            f"{what} {value!r} is outside the source prefix {source_prefix!r} "
+            f"{what} {value!r} is outside the source prefix {source_prefix!r}{hint} "
             "(set ingest.allow_outside_source_prefix to ingest other prefixes)"
         )
 

@@ -22,11 +22,13 @@ from pydantic import BaseModel, Field
 from spotline.chunking import Chunk
 from spotline.embedding.base import EmbeddingError, EmbeddingUsage
 from spotline.models import ChunkRecord, DocumentState, ObjectInfo, sha256_hex
-from spotline.parsing import ParsedDocument, SetAside, parse_document
+from spotline.parsing import Block, ParsedDocument, SetAside, parse_document
 from spotline.resources import Resources
 from spotline.storage import ObjectNotFound, UnsafeObject
 
 log = logging.getLogger(__name__)
+
+CACHE_SAVE_S = 60.0  # a streamed document's embeddings reach the cache at least this often
 
 Status = Literal["new", "changed", "unchanged", "failed", "deleted"]
 
@@ -123,8 +125,9 @@ def plan_sync(
     # were serialised) would otherwise be returned twice by every query and never noticed, since
     # its document looks current. Its documents are removed whole and re-indexed below (cached
     # embeddings make that cheap), which is crash-safe where patching rows in place is not.
-    surplus, repaired = res.index.duplicated_documents()
-    repaired = [u for u in repaired if uri_prefix is None or u.startswith(uri_prefix)]  # this run re-indexes them
+    listed = {i.uri for i in sources}
+    surplus_by_doc = {u: n for u, n in res.index.duplicated_documents().items() if u in listed}  # re-indexed below
+    surplus, repaired = sum(surplus_by_doc.values()), sorted(surplus_by_doc)
     if repaired:
         log.warning("index %s stores %d duplicate chunk row(s) in %d document(s); re-indexing them",
                     res.index.name, surplus, len(repaired))
@@ -150,7 +153,7 @@ def plan_sync(
         unchanged=unchanged,
         to_delete=to_delete,
         quarantined={u for u in relevant if quarantine_key(res, u) in records},
-        duplicates_removed=surplus if repaired else 0,
+        duplicates_removed=surplus,
         repaired=repaired,
     )
 
@@ -365,9 +368,28 @@ def _check_tokens(res: Resources, parsed: ParsedDocument) -> None:
             )
 
 
+def _split_block(text: str, block: Block, max_chars: int) -> list[Block]:
+    """A block longer than max_chars (a log or export without blank lines) cut at line breaks,
+    else at spaces, else hard: otherwise one paragraph would be one slice however long it is."""
+    pieces, start = [], block.start
+    while block.end - start > max_chars:
+        limit = start + max_chars
+        cut = text.rfind("\n", start + 1, limit)
+        cut = cut if cut > start else text.rfind(" ", start + 1, limit)
+        cut = cut if cut > start else limit
+        pieces.append(Block(start, cut, block.heading and not pieces, block.page))
+        start = cut
+        while start < block.end and text[start].isspace():
+            start += 1
+    if start < block.end:
+        pieces.append(Block(start, block.end, block.heading and not pieces, block.page))
+    return pieces
+
+
 def _slices(parsed: ParsedDocument, max_chars: int) -> Iterator[ParsedDocument]:
     """The document as consecutive runs of whole blocks of about max_chars each (views: no text copied)."""
-    blocks = parsed.blocks
+    blocks = [piece for b in parsed.blocks
+              for piece in (_split_block(parsed.text, b, max_chars) if b.end - b.start > max_chars else [b])]
     i = 0
     while i < len(blocks):
         j, start = i, blocks[i].start
@@ -376,6 +398,16 @@ def _slices(parsed: ParsedDocument, max_chars: int) -> Iterator[ParsedDocument]:
         yield ParsedDocument(text=parsed.text, title=parsed.title, format=parsed.format, blocks=blocks[i:j],
                              pages=parsed.pages, encoding=parsed.encoding)
         i = j
+
+
+def _chunk(res: Resources, doc: _Doc, parsed: ParsedDocument, run_id: str | None) -> None:
+    """Fill doc.chunks, or set the document aside when the chunker fails on it (never the batch)."""
+    try:
+        doc.chunks = res.chunker.split(parsed)
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+        _set_aside(res, doc, "corrupt", f"could not chunk ({type(exc).__name__}: {str(exc)[:200]})", run_id)
 
 
 def _records(res: Resources, doc: _Doc, chunks: list[Chunk]) -> list[ChunkRecord]:
@@ -449,12 +481,7 @@ def ingest_batch(
         if len(parsed.text) > slice_chars:
             large.append((doc, parsed))
             continue
-        try:
-            doc.chunks = res.chunker.split(parsed)
-        except Exception as exc:
-            if is_transient(exc):
-                raise
-            _set_aside(res, doc, "corrupt", f"could not chunk ({type(exc).__name__}: {str(exc)[:200]})", run_id)
+        _chunk(res, doc, parsed, run_id)
 
     held = {id(d) for d, _ in large}
     live = [d for d in docs if d.outcome is None and d not in vanished and id(d) not in held]
@@ -488,7 +515,8 @@ def ingest_batch(
     for doc in vanished:
         doc.outcome = DocOutcome(source_uri=doc.info.uri, key=doc.info.key, status="deleted")
 
-    for doc, parsed in large:
+    while large:  # popped, so each document's text is freed once it is written
+        doc, parsed = large.pop(0)
         _ingest_streamed(res, doc, parsed, report, run_id, doc.info.uri in quarantined)
         del parsed
     report.outcomes = [d.outcome for d in docs]
@@ -528,41 +556,45 @@ def _ingest_streamed(
 ) -> None:
     """One large document in slices: chunk, embed and write a slice at a time, so memory stays flat
     whatever its length. Stale chunks go only after every slice is in; a failure part-way removes
-    the slices written so far (those that were not already the document's chunks), keeping the
-    previous version whole, exactly like a small document."""
+    every new-version row the index holds for it (this attempt's and an earlier attempt's), keeping
+    the previous version whole, exactly like a small document. Embeddings are saved to the cache
+    at least every CACHE_SAVE_S seconds and on the way out, so a kill or a set-aside part-way
+    through an expensive document never costs its embeddings again."""
     cached = res.embedding_cache.load(doc.info.uri)
     doc.cached_hashes = set(cached)
     known = ChainMap(doc.vectors, cached)  # earlier slices first, then the cache shard
     new_ids: dict[str, set[str]] = {}
     offset = chunks_total = tokens_embedded = 0
+    saved_at = time.monotonic()
     for part in _slices(parsed, res.settings.ingest.slice_chars):
         piece = _Doc(doc.info, doc.state)
         piece.doc_hash, piece.embedded = doc.doc_hash, doc.embedded  # one set: a repeated text counts once
-        try:
-            piece.chunks = res.chunker.split(part)
-        except Exception as exc:
-            if is_transient(exc):
-                raise
-            _set_aside(res, piece, "corrupt", f"could not chunk ({type(exc).__name__}: {str(exc)[:200]})", run_id)
+        _chunk(res, piece, part, run_id)
         for c in piece.chunks:
             c.index += offset
         offset += len(piece.chunks)
         before = set(doc.embedded)
         if piece.outcome is None:
             _embed_missing(res, [piece], report.usage, run_id, cached={doc.info.uri: known})
+            doc.vectors.update(piece.vectors)
+        if piece.outcome is None and time.monotonic() - saved_at >= CACHE_SAVE_S:
+            res.embedding_cache.save(doc.info.uri, dict(known))  # cache before the index write, as for small ones
+            saved_at = time.monotonic()
         if piece.outcome is None:
             records, _ = _upsert(res, _records(res, piece, piece.chunks), [piece], new_ids, run_id)
-        if piece.outcome is not None:  # set aside part-way: take back what this run wrote
+        if piece.outcome is not None:  # set aside part-way: take back every row of the new version
             doc.outcome = piece.outcome
-            res.index.delete_chunks(new_ids.get(doc.info.uri, set()) - (doc.state.chunk_ids if doc.state else set()))
+            if doc.embedded:
+                res.embedding_cache.save(doc.info.uri, dict(known))
+            held = res.index.document_states(doc.info.uri).get(doc.info.uri)
+            res.index.delete_chunks((held.chunk_ids if held else set()) - (doc.state.chunk_ids if doc.state else set()))
             return
-        doc.vectors.update(piece.vectors)
         fresh = doc.embedded - before
         tokens_embedded += sum(c.token_count for c in piece.chunks if c.chunk_hash in fresh)
         chunks_total += len(records)
         report.chunks_written += len(records)
     if doc.embedded or doc.cached_hashes != set(doc.vectors):
-        res.embedding_cache.save(doc.info.uri, doc.vectors)
+        res.embedding_cache.save(doc.info.uri, doc.vectors)  # exactly the current chunks: the shard never grows
     if doc.state:
         report.chunks_deleted += res.index.delete_chunks(doc.state.chunk_ids - new_ids.get(doc.info.uri, set()))
     if quarantined:

@@ -250,6 +250,9 @@ class Settings(BaseSettings):
             raise ValueError("chunking.overlap_tokens must be smaller than chunking.chunk_tokens")
         if not self.store.system_prefix.endswith("/"):
             self.store.system_prefix += "/"
+        # "corpus" would also match "corpus-private/...": a non-empty source prefix is a folder.
+        if self.ingest.source_prefix and not self.ingest.source_prefix.endswith("/"):
+            self.ingest.source_prefix += "/"
         return self
 
 

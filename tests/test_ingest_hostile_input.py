@@ -39,9 +39,10 @@ def result_files(res) -> set[str]:
     ({"key": "../../etc/passwd"}, "'..' segment"),
     ({"key": "/etc/passwd"}, "absolute path"),
     ({"key": "corpus/..\\..\\secret.md"}, "'..' segment"),
-    ({"key": "corpus/a\x00b.md"}, "control character"),
-    ({"key": "corpus/line\nbreak.md"}, "control character"),
+    ({"key": "corpus/a\x00b.md"}, "control or invisible formatting character"),
+    ({"key": "corpus/line\nbreak.md"}, "control or invisible formatting character"),
     ({"key": "corpus//double.md"}, "empty segment"),
+    ({"key": "corpus/invoice\u202egnp.md"}, "invisible formatting character"),  # right-to-left override
     ({"key": "corpus/" + "a" * 1100 + ".md"}, "at most 1024"),
     ({"key": "other/secret.md"}, "outside the source prefix"),
     ({"prefix": "../"}, "'..' segment"),
@@ -80,6 +81,11 @@ def test_cli_refusal_is_one_line_without_a_traceback(res, prefect_api):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: input rejected: key '../../etc/passwd' contains a '.' or '..' segment"]
     assert "Traceback" not in proc.stderr + proc.stdout
+    # Bytes that are not UTF-8 on the command line: Prefect could not even record such a run.
+    proc = subprocess.run([sys.executable, "-m", "spotline.cli", "ingest", "--key", b"corpus/caf\xe9.md"],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "error: input rejected: key 'corpus/caf\\udce9.md' is not valid UTF-8" in proc.stderr
 
 
 def test_cli_stops_before_any_work_when_prefect_cannot_be_reached(res, tmp_path):
@@ -155,6 +161,14 @@ def test_a_large_document_streams_in_slices_and_a_rerun_costs_nothing(monkeypatc
 
     embedder.reset()
     assert ingest(prefix="corpus/", force=True).chunks_embedded == 0, "cached: nothing embedded again"
+    # An export without blank lines is one paragraph: it is cut at line breaks into slices too.
+    log = "\n".join(f"2026-11-{i % 28 + 1:02d} expense {i} approved by manager {i % 13} for {i * 3} USD"
+                    for i in range(1500)).encode()
+    r.store.put("corpus/approvals.txt", log)
+    assert ingest(prefix="corpus/", batch_documents=50).new == 1
+    log_rows = [x for x in snapshot(r) if x["source_uri"] == "corpus/approvals.txt"]
+    assert len(log_rows) > 30 and all(len(x["text"]) <= 3000 for x in log_rows)
+
     edited = big.replace(b"Policy paragraph 399:", b"Revised paragraph 399:")
     r.store.put("corpus/handbook.md", edited)
     embedder.reset()

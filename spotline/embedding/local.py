@@ -186,12 +186,14 @@ class LocalEmbedder:
         pool, self._pool = self._pool, None
         if pool is None:
             return
-        for proc in list(getattr(pool, "_processes", {}).values()):  # no public API to kill workers
-            try:
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            try:  # no public API kills workers; killing them is what stops the computing
                 proc.kill()
             except Exception:
                 pass
-        pool.shutdown(wait=False, cancel_futures=True)
+        # shutdown() takes the executor's lock, which the interrupted main thread may hold inside
+        # submit(): from another thread it cannot deadlock the signal handler.
+        threading.Thread(target=pool.shutdown, kwargs={"wait": False, "cancel_futures": True}, daemon=True).start()
 
     def embed(self, texts: Sequence[str]) -> EmbeddingBatch:
         if not texts:

@@ -43,8 +43,8 @@ class VectorIndex(Protocol):
     def delete_documents(self, source_uris: Iterable[str]) -> None:
         """Delete every chunk of these sources."""
 
-    def duplicated_documents(self) -> tuple[int, list[str]]:
-        """(surplus rows, source URIs) where a chunk id is stored more than once; (0, []) when clean."""
+    def duplicated_documents(self) -> dict[str, int]:
+        """Surplus rows per source URI where a chunk id is stored more than once; {} when clean."""
 
     def search(self, vector: Sequence[float], k: int = 5) -> list[SearchHit]:
         """Top-k chunks by cosine similarity, best first."""

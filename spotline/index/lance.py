@@ -168,22 +168,27 @@ class LanceIndex:
                 for i in range(0, len(uris), 200):
                     self.table.delete(f"source_uri IN ({_quote(uris[i:i + 200])})")
 
-    def duplicated_documents(self) -> tuple[int, list[str]]:
-        """(surplus rows, their documents) where a chunk id is stored more than once.
+    def duplicated_documents(self) -> dict[str, int]:
+        """Surplus rows per document where a chunk id is stored more than once ({} when clean).
 
         Only an unserialised race (or an index written before writers were serialised) leaves
         duplicates; the caller removes those documents whole so they are re-indexed from scratch.
         """
         if self.table is None:
-            return 0, []
+            return {}
         t = self._columns(["chunk_id", "source_uri"])
         counts = pc.value_counts(t["chunk_id"])
         dup_ids = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
         if len(dup_ids) == 0:
-            return 0, []
-        surplus = int(pc.sum(pc.filter(counts.field("counts"), pc.greater(counts.field("counts"), 1))).as_py()) - len(dup_ids)
-        uris = pc.unique(pc.filter(t["source_uri"], pc.is_in(t["chunk_id"], value_set=dup_ids)))
-        return surplus, sorted(uris.to_pylist())
+            return {}
+        rows = pc.filter(t, pc.is_in(t["chunk_id"], value_set=dup_ids)).to_pylist()
+        surplus: dict[str, int] = {}
+        seen: set[str] = set()
+        for r in rows:
+            if r["chunk_id"] in seen:
+                surplus[r["source_uri"]] = surplus.get(r["source_uri"], 0) + 1
+            seen.add(r["chunk_id"])
+        return surplus
 
     def search(self, vector: Sequence[float], k: int = 5) -> list[SearchHit]:
         if self.table is None:

@@ -390,9 +390,9 @@ class OpenSearchIndex:
             return {}
         return states
 
-    def duplicated_documents(self) -> tuple[int, list[str]]:
+    def duplicated_documents(self) -> dict[str, int]:
         """Never any: the chunk id is the document _id, so concurrent writers overwrite each other."""
-        return 0, []
+        return {}
 
     def _scan(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         return helpers.scan(self.client, query=body, index=self.name, size=SCAN_PAGE_SIZE, scroll="5m")
