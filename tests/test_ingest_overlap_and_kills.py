@@ -148,6 +148,7 @@ def _wait_for(path: Path, pattern: str, count: int, proc, deadline: float) -> No
         time.sleep(0.02)
 
 
+@pytest.mark.timeout(1200)  # 20 trials of two runs each: ~3-5 min here, more on a loaded machine
 def test_twenty_kills_at_batch_boundaries_then_a_rerun_equals_a_clean_run(monkeypatch, tmp_path, prefect_api,
                                                                           shared_embedder):
     """SIGTERM or SIGKILL, at a random batch boundary plus a random delay into the next batch;
@@ -204,6 +205,7 @@ def test_twenty_kills_at_batch_boundaries_then_a_rerun_equals_a_clean_run(monkey
     assert sum(1 for o in outcomes if o[3] < len(clean)) >= 15, "work saved before a kill is not redone"
 
 
+@pytest.mark.timeout(900)  # three cold processes that import torch, plus a temporary Prefect server each
 def test_sigterm_to_the_cli_process_group_ends_everything_within_10_s_and_a_rerun_equals_a_clean_run(
         monkeypatch, tmp_path, shared_embedder):
     """What `docker stop` / a Spot reclaim does to `spotline ingest` with Prefect's temporary server:
