@@ -103,11 +103,11 @@ def _delete_record_if(client, limit: str, record: dict[str, Any]) -> None:
 
 def _pid_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # PermissionError: alive, but another user's
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 
@@ -149,6 +149,7 @@ def free_if_stale(limit: str) -> str | None:
 def index_writer(index_name: str, lease_s: float) -> Iterator[float]:
     """Hold the index's writer slot for the body; yields the seconds spent waiting for it."""
     name = writer_limit_name(index_name)
+    lease_s = max(lease_s, 60.0)  # the server refuses shorter leases
     ensure_writer_limit(name)
     log = get_run_logger()
     run = FlowRunContext.get()
@@ -165,7 +166,7 @@ def index_writer(index_name: str, lease_s: float) -> Iterator[float]:
         while True:
             try:
                 lease = acquire_concurrency_slots_with_lease(
-                    [name], 1, timeout_seconds=POLL_S, lease_duration=max(lease_s, 60.0), strict=True, holder=holder
+                    [name], 1, timeout_seconds=POLL_S, lease_duration=lease_s, strict=True, holder=holder
                 )
                 break
             except TimeoutError:
@@ -186,7 +187,7 @@ def index_writer(index_name: str, lease_s: float) -> Iterator[float]:
         with get_client(sync_client=True) as client:
             _write_record(client, name, record)
         # A renewal hiccup must not cancel the run mid-write: the backend's own lock still holds.
-        with maintain_concurrency_lease(lease.lease_id, max(lease_s, 60.0), raise_on_lease_renewal_failure=False):
+        with maintain_concurrency_lease(lease.lease_id, lease_s, raise_on_lease_renewal_failure=False):
             yield waited
     finally:
         try:
