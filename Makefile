@@ -7,7 +7,7 @@ UV := $(PYTHON) -m uv
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export UV_LINK_MODE := copy
 
-.PHONY: demo test test-fast bench bench-llm bench-huge prompt-gate env clean stop
+.PHONY: demo test test-fast bench bench-llm bench-huge prompt-gate deploy env clean stop
 
 env: .venv/.synced
 
@@ -44,8 +44,12 @@ bench-llm: env
 prompt-gate: env
 	$(UV) run --frozen --no-sync spotline prompts eval
 
+## Work pools, deployments, limits and blocks from deployments/catalog.py onto $PREFECT_API_URL (idempotent).
+deploy: env
+	$(UV) run --frozen --no-sync python -m deployments apply
+
 stop:
-	$(UV) run --frozen --no-sync python -m spotline.devserver stop
+	$(UV) run --frozen --no-sync python -m deployments.devserver stop
 
 clean: stop
 	rm -rf .spotline

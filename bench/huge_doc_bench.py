@@ -128,7 +128,7 @@ def main() -> None:
     ap.add_argument("--big-mb", type=float, default=40.0)
     args = ap.parse_args()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from spotline import devserver
+    from deployments import devserver
 
     base = Path(tempfile.mkdtemp(prefix="spotline-huge-bench-"))
     proc, api = devserver.start(base / "server")

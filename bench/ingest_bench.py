@@ -169,7 +169,7 @@ def main() -> int:
 
     from make_corpus import edit_fraction, generate_corpus
 
-    from spotline import devserver
+    from deployments import devserver
 
     t = time.perf_counter()
     generate_corpus(work / "store" / "corpus", args.docs, args.seed)
@@ -324,7 +324,7 @@ def run(work: Path, args, edit_fraction, server_pid: int) -> list[tuple[str, str
 
 def chunk_texts(res, prefix: str) -> list[str]:
     """The embed texts of every chunk under prefix, from Spotline's own parser and chunker (untimed)."""
-    from spotline.parsing import SetAside, parse_document
+    from spotline.ingestion.parsing import SetAside, parse_document
 
     texts = []
     for info in res.store.list(prefix):
@@ -345,7 +345,7 @@ def llamaindex_setup(work: Path, res):
     from tokenizers import Tokenizer
 
     from spotline.embedding.local import model_path
-    from spotline.parsing import SetAside, parse_document
+    from spotline.ingestion.parsing import SetAside, parse_document
 
     tok = Tokenizer.from_file(str(res.tokenizer_path))
     tok.no_truncation()

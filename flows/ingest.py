@@ -4,6 +4,7 @@ The story of a run:
 1. Work out what was asked: a prefix to sync (scheduled / ad hoc) or one object from an S3
    event (created → ingest it, removed → drop it). Malformed requests, traversal or keys outside
    the source prefix are refused here, before any work: one line, an artifact, nothing persisted.
+   A run that Spot interrupted too often hands itself to the on-demand pool here.
    Then take the index's writer slot: runs over one index take turns, so an overlapping run plans
    from what the previous one wrote. From here on a SIGTERM ends the process within seconds.
 2. List the sources and compare them with what the index already holds (version + content hash
@@ -14,48 +15,32 @@ The story of a run:
    documents come last, each its own unit, streamed through in slices.
 4. On a full sync, remove documents that disappeared from the source.
 5. Report: a progress bar while it runs, then a summary table (documents, chunks, tokens,
-   time, cost) and the list of set-aside files.
+   time), the list of set-aside files, and the run report every flow shares (cost by model,
+   cache savings, compute on Fargate Spot, interruptions survived).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel
 
-from spotline.costs import compute_cost, embedding_cost, usd
-from spotline.events import BadIngestRequest, resolve_request
-from spotline.ingest import Usage
-from runtime.interrupt import prompt_exit_on_sigterm
+from runtime.artifacts import Progress, set_aside_table, summary_table
+from runtime.interrupt import prompt_exit_on_sigterm, stop_here_if_interrupted
 from runtime.outcomes import reject
+from runtime.recovery import hand_off_if_over_budget
+from runtime.report import RunReport, run_report
+from runtime.results import result_storage
 from runtime.writers import index_writer
+from spotline.embedding.local import available_cpus
+from spotline.ingestion.pipeline import Usage
+from spotline.ingestion.requests import BadIngestRequest, resolve_request
+from spotline.ingestion.summary import IngestSummary
 from spotline.resources import get_resources
 from spotline.settings import get_settings
 from tasks import ingest as t
-from tasks.reporting import Progress, set_aside_table, summary_table
-from tasks.results import result_storage
-
-
-class IngestSummary(BaseModel):
-    scanned: int = 0
-    new: int = 0
-    changed: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    failed: int = 0
-    chunks_embedded: int = 0
-    chunks_written: int = 0
-    chunks_deleted: int = 0
-    embedding_texts: int = 0
-    embedding_tokens: int = 0
-    index_chunks: int = 0
-    duplicates_removed: int = 0
-    waited_for_writer_s: float = 0.0
-    seconds: float = 0.0
-    set_aside: list[dict[str, Any]] = []
-    legacy_encodings: list[dict[str, str]] = []
 
 
 @flow(
@@ -73,8 +58,10 @@ def ingest(
     full_sync: bool | None = None,
     force: bool = False,
     batch_documents: int | None = None,
+    keys: list[str] | None = None,
 ) -> IngestSummary:
-    """Sync `prefix` (default: settings.ingest.source_prefix), or ingest/remove one `key`.
+    """Sync `prefix` (default: settings.ingest.source_prefix), ingest/remove one `key`, or bring
+    the named `keys` up to date (what a burst of upload events asks for).
 
     `force` re-processes unchanged documents (after a chunking change); cached embeddings keep it cheap.
     """
@@ -86,24 +73,22 @@ def ingest(
             prefix, key, bucket, event_name, s3_event, full_sync,
             configured_bucket=settings.store.bucket, default_prefix=settings.ingest.source_prefix,
             system_prefix=settings.store.system_prefix,
-            allow_outside_prefix=settings.ingest.allow_outside_source_prefix,
+            allow_outside_prefix=settings.ingest.allow_outside_source_prefix, keys=keys,
         )
     except BadIngestRequest as exc:
         return reject("ingest-rejected", str(exc))
+    if moved := hand_off_if_over_budget(settings.prefect.interruption_budget):
+        return moved  # interrupted too often on Spot: the on-demand pool finishes it
 
-    with prompt_exit_on_sigterm(res.release):
+    with prompt_exit_on_sigterm(res.release), run_report("ingest", settings.prices, vcpus=available_cpus()) as report:
         with index_writer(res.index.name, settings.ingest.writer_lease_s) as waited:
             plan, summary = _plan(req, event_name, force, res)
             summary.waited_for_writer_s = round(waited, 3)
-            usage = _process(plan, batch_documents or settings.ingest.batch_documents, summary, settings)
+            usage = _process(plan, batch_documents or settings.ingest.batch_documents, summary, report, res)
             summary.deleted += t.remove_documents(plan.to_delete)
-            if summary.chunks_written or summary.chunks_deleted or summary.deleted or summary.duplicates_removed:
-                summary.index_chunks = t.finalize_index()
-            else:
-                summary.index_chunks = res.index.count()
-        summary.embedding_texts, summary.embedding_tokens = usage.texts, usage.input_tokens
+            summary.index_chunks = t.finalize_index() if summary.touched_index else res.index.count()
         summary.seconds = round(time.perf_counter() - started, 3)
-        _report(summary, usage, res)
+        _publish(summary, usage, res)
     return summary
 
 
@@ -116,6 +101,14 @@ def _plan(req, event_name: str | None, force: bool, res) -> tuple[Any, IngestSum
         removed = [] if sources else [res.store.uri(req.key)]
         plan = t.plan_sync(sources, res.store.uri(req.key), False, force, removed)
         log.info("event %s for %s: %s", event_name or "(none)", req.key, "remove" if removed else "ingest")
+    elif req.mode == "keys":
+        sources = t.list_sources(None, None, req.keys)
+        present = {s.key for s in sources}
+        removed = [res.store.uri(k) for k in req.keys if k not in present]
+        # Index state only under the keys' common folder: cheap, and exact wherever the keys live.
+        common = os.path.commonprefix(req.keys).rpartition("/")[0]
+        plan = t.plan_sync(sources, res.store.uri(common + "/" if common else ""), False, force, removed)
+        log.info("%d key(s) from events: %d present, %d removed", len(req.keys), len(present), len(removed))
     else:
         sources = t.list_sources(req.prefix, None)
         plan = t.plan_sync(sources, res.store.uri(req.prefix), req.full_sync, force, [])
@@ -126,71 +119,42 @@ def _plan(req, event_name: str | None, force: bool, res) -> tuple[Any, IngestSum
     if plan.repaired:
         log.warning("removed %d duplicate chunk row(s); re-indexing %d document(s)",
                     plan.duplicates_removed, len(plan.repaired))
-    summary = IngestSummary(scanned=len(sources), unchanged=len(plan.unchanged),
-                            duplicates_removed=plan.duplicates_removed)
-    return plan, summary
+    return plan, IngestSummary.planned(len(sources), plan)
 
 
-def _process(plan, batch_documents: int, summary: IngestSummary, settings) -> Usage:
+def _process(plan, batch_documents: int, summary: IngestSummary, report: RunReport, res) -> Usage:
     """Every batch in turn; each is a task whose persisted result a resumed run reuses."""
     log = get_run_logger()
     usage = Usage()
-    batches = plan.batches(batch_documents, settings.ingest.large_document_bytes)
+    batches = plan.batches(batch_documents, res.settings.ingest.large_document_bytes)
     progress = Progress(len(plan.to_process), "documents processed")
     for number, batch in enumerate(batches, 1):
+        stop_here_if_interrupted()  # after SIGTERM no new batch starts: the rescheduled run does it
         uris = {d.uri for d in batch}
-        report = t.ingest_batch(
+        done = t.ingest_batch(
             number,
             batch,
             {u: s for u, s in plan.states.items() if u in uris},
             sorted(plan.quarantined & uris),
         )
-        for o in report.outcomes:
-            setattr(summary, o.status, getattr(summary, o.status) + 1)
-            summary.chunks_embedded += o.chunks_embedded
+        summary.add_batch(done, usage)
+        embedded = sum(o.chunks_embedded for o in done.outcomes)
+        report.add_embeddings(res.embedder_spec.model_id, done.usage.input_tokens, done.usage.texts,
+                              cache_hits=max(done.chunks_written - embedded, 0))
+        for o in done.outcomes:
             if o.status == "failed":
-                summary.set_aside.append({"key": o.key, "reason": o.reason, "detail": o.detail})
                 log.warning("set aside %s: %s (%s)", o.key, o.reason, o.detail)
-            elif o.encoding and o.encoding not in ("utf-8", "utf-8-sig", "ascii"):
-                summary.legacy_encodings.append({"key": o.key, "encoding": o.encoding})
-                log.info("decoded %s as %s (not UTF-8)", o.key, o.encoding)
-        summary.chunks_written += report.chunks_written
-        summary.chunks_deleted += report.chunks_deleted
-        usage.add(report.usage)
         progress.advance(len(batch))
-        log.info("batch %d/%d: %d chunks written, %d embedded", number, len(batches), report.chunks_written,
-                 sum(o.chunks_embedded for o in report.outcomes))
+        log.info("batch %d/%d: %d chunks written, %d embedded", number, len(batches), done.chunks_written, embedded)
     if summary.failed:
         log.warning("%d document(s) set aside: see the 'ingest-set-aside' artifact", summary.failed)
     return usage
 
 
-def _report(summary: IngestSummary, usage: Usage, res) -> None:
-    prices = res.settings.prices
-    model = res.embedder_spec.model_id
-    reference = prices.reference_embedding_model
-    rows = [
-        {"metric": "documents scanned", "value": summary.scanned},
-        {"metric": "new", "value": summary.new},
-        {"metric": "changed", "value": summary.changed},
-        {"metric": "unchanged", "value": summary.unchanged},
-        {"metric": "deleted", "value": summary.deleted},
-        {"metric": "failed (set aside)", "value": summary.failed},
-        {"metric": "chunks embedded", "value": summary.chunks_embedded},
-        {"metric": "chunks written / deleted", "value": f"{summary.chunks_written} / {summary.chunks_deleted}"},
-        {"metric": "chunks in index", "value": summary.index_chunks},
-        {"metric": "duplicate chunk rows repaired", "value": summary.duplicates_removed},
-        {"metric": "decoded from a legacy encoding", "value": len(summary.legacy_encodings)},
-        {"metric": "waited for the index writer slot (s)", "value": summary.waited_for_writer_s},
-        {"metric": "embedding requests", "value": usage.requests},
-        {"metric": "tokens embedded", "value": usage.input_tokens},
-        {"metric": "throttled requests", "value": usage.throttled},
-        {"metric": "wall time (s)", "value": summary.seconds},
-        {"metric": f"embedding cost ({model})", "value": usd(embedding_cost(prices, model, usage.input_tokens))},
-        {"metric": f"same tokens on {reference}", "value": usd(embedding_cost(prices, reference, usage.input_tokens))},
-        {"metric": "compute on Fargate Spot (1 vCPU)", "value": usd(compute_cost(prices, summary.seconds))},
-    ]
-    summary_table("ingest-summary", rows, f"Ingestion summary into index {res.index.name!r}")
+def _publish(summary: IngestSummary, usage: Usage, res) -> None:
+    for item in summary.legacy_encodings:
+        get_run_logger().info("decoded %s as %s (not UTF-8)", item["key"], item["encoding"])
+    summary_table("ingest-summary", summary.rows(usage), f"Ingestion summary into index {res.index.name!r}")
     set_aside_table("ingest-set-aside", summary.set_aside, "documents")
     if summary.legacy_encodings:
         summary_table("ingest-encodings", summary.legacy_encodings,

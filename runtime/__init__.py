@@ -4,3 +4,5 @@
 What sits between (how a run stops when the host reclaims it, how writers to one index take
 turns, how a refused request ends a run) lives here.
 """
+
+from runtime import secrets as _secrets  # noqa: F401  registers the prefect: secret scheme

@@ -11,14 +11,14 @@ export PREFECT_LOGGING_LEVEL="${PREFECT_LOGGING_LEVEL:-INFO}"
 PY=.venv/bin/python
 
 started=""
-if $PY -c "import sys; from spotline.devserver import healthy; sys.exit(0 if healthy(sys.argv[1]) else 1)" "$PREFECT_API_URL"; then
+if $PY -c "import sys; from deployments.devserver import healthy; sys.exit(0 if healthy(sys.argv[1]) else 1)" "$PREFECT_API_URL"; then
   echo "Using the Prefect server already running at http://127.0.0.1:$PORT"
 else
   echo "Starting a local Prefect server on http://127.0.0.1:$PORT (first start migrates its SQLite database, ~30 s)..."
-  $PY -m spotline.devserver start "$PORT" >/dev/null
+  $PY -m deployments.devserver start "$PORT" >/dev/null
   started=yes
 fi
-cleanup() { if [ -n "$started" ]; then $PY -m spotline.devserver stop; echo "Prefect server stopped."; fi; }
+cleanup() { if [ -n "$started" ]; then $PY -m deployments.devserver stop; echo "Prefect server stopped."; fi; }
 trap cleanup EXIT
 
 .venv/bin/spotline demo

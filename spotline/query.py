@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spotline.models import SearchHit
+from spotline.index.records import SearchHit
 from spotline.resources import Resources, get_resources
 
 

@@ -80,7 +80,7 @@ class Resources:
 
     @cached_property
     def chunker(self):
-        from spotline.chunking import Chunker
+        from spotline.ingestion.chunking import Chunker
 
         c = self.settings.chunking
         limit = self.embedder_spec.max_tokens - 2  # [CLS] ... [SEP]
@@ -93,7 +93,7 @@ class Resources:
         from spotline.embedding.cache import EmbeddingCache
 
         return EmbeddingCache(
-            self.store, self.embedder_spec.model_id, f"{self.settings.store.system_prefix}cache/embeddings/"
+            self.store, self.embedder_spec.model_id, self.settings.layout.embedding_cache
         )
 
 

@@ -3,7 +3,8 @@
 A secret is named by a reference string in settings, never by its value:
 
 - ``env:OPENAI_API_KEY``                 an environment variable (local development)
-- ``prefect:openai-api-key``             a Prefect ``Secret`` block
+- ``prefect:openai-api-key``             a Prefect ``Secret`` block (a scheme the Prefect layer,
+                                         ``runtime.secrets``, registers: this module knows no Prefect)
 - ``secretsmanager:prod/openai#api_key`` AWS Secrets Manager (``#key`` picks a field of a JSON secret)
 - ``ssm:/spotline/openai-api-key``       SSM Parameter Store (SecureString, decrypted)
 
@@ -22,6 +23,8 @@ import time
 from typing import Any, Callable
 
 from pydantic import SecretStr
+
+from spotline.errors import PermanentError
 
 _KNOWN: set[str] = set()
 _KNOWN_LOCK = threading.Lock()
@@ -46,8 +49,17 @@ def redact(text: str) -> str:
     return text
 
 
-class SecretNotFound(LookupError):
-    pass
+class SecretNotFound(PermanentError, LookupError):
+    """The reference names nothing (unset variable, missing field, unknown scheme): retrying won't help."""
+
+
+# Schemes other layers add (scheme -> fetch(name) -> value); see register_scheme.
+_SCHEMES: dict[str, Callable[[str], str]] = {}
+
+
+def register_scheme(scheme: str, fetch: Callable[[str], str]) -> None:
+    """Teach every resolver a new ``scheme:name`` kind, e.g. ``prefect:`` from runtime.secrets."""
+    _SCHEMES[scheme] = fetch
 
 
 class SecretResolver:
@@ -109,11 +121,8 @@ class SecretResolver:
             if not value:
                 raise SecretNotFound(f"environment variable {name} is not set")
             return value
-        if scheme == "prefect":
-            from prefect.blocks.system import Secret
-
-            value = Secret.load(name).get()
-            return value if isinstance(value, str) else json.dumps(value)
+        if scheme in _SCHEMES:
+            return _SCHEMES[scheme](name)
         if scheme == "secretsmanager":
             secret_id, _, field = name.partition("#")
             reply = self._client("secretsmanager").get_secret_value(SecretId=secret_id)
@@ -129,7 +138,8 @@ class SecretResolver:
         if scheme == "ssm":
             reply = self._client("ssm").get_parameter(Name=name, WithDecryption=True)
             return reply["Parameter"]["Value"]
-        raise SecretNotFound(f"unknown secret scheme {scheme!r} in {ref!r}")
+        hint = " (import runtime to register prefect:)" if scheme == "prefect" else ""
+        raise SecretNotFound(f"unknown secret scheme {scheme!r} in {ref!r}{hint}")
 
     def _client(self, service: str) -> Any:
         with self._lock:

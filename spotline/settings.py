@@ -29,7 +29,7 @@ class StoreSettings(BaseModel):
     access_key_id: SecretStr | None = Field(None, description="default: the boto3 credential chain")
     secret_access_key: SecretStr | None = None
     max_attempts: int = Field(8, description="botocore 'adaptive' retry mode attempts (throttling, 5xx)")
-    system_prefix: str = Field("_spotline/", description="caches, quarantine records, results; never ingested")
+    system_prefix: str = Field("_spotline/", description="caches, quarantine records, results, datasets; never ingested (spotline/storage/layout.py)")
 
 
 class IndexSettings(BaseModel):
@@ -206,8 +206,14 @@ class LLMSettings(BaseModel):
 
 
 class PrefectSettings(BaseModel):
-    results_prefix: str = Field("_spotline/prefect-results", description="result persistence, inside the object store")
     results_block: str = Field("spotline-results", description="name of the saved S3Bucket block (aws)")
+    # Spot interruptions (runtime/recovery.py, deployments/automations.py)
+    interruption_budget: int = Field(3, ge=1, description="interruptions a run takes on the main (Spot) pool "
+                                     "before it is re-submitted on the on-demand pool")
+    fallback_budget: int = Field(1, ge=0, description="crashes a run may still have on the on-demand pool "
+                                 "before Spotline stops retrying it (a bug, not a preemption)")
+    heartbeat_s: int = Field(30, ge=30, description="flow-run heartbeat interval (Prefect's minimum is 30 s); "
+                             "three missed intervals mark a run Crashed")
 
 
 class Settings(BaseSettings):
@@ -254,6 +260,14 @@ class Settings(BaseSettings):
         if self.ingest.source_prefix and not self.ingest.source_prefix.endswith("/"):
             self.ingest.source_prefix += "/"
         return self
+
+
+    @property
+    def layout(self) -> "Layout":
+        """Where Spotline's own objects live inside the store (spotline.storage.layout)."""
+        from spotline.storage.layout import Layout
+
+        return Layout(self.store.system_prefix)
 
 
 @lru_cache(maxsize=1)

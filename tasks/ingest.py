@@ -1,7 +1,7 @@
-"""Ingestion's units of retryable work. Each wraps one step of spotline.ingest.
+"""Ingestion's units of retryable work. Each wraps one step of spotline.ingestion.pipeline.
 
-Retries apply to transient failures (network, throttling, a busy index); configuration errors
-such as a mixed-model index fail at once. A batch is many documents, never one task per chunk.
+Retries follow runtime.retry: transient failures (network, throttling, a busy index) are retried;
+permanent ones such as a mixed-model index fail at once. A batch is many documents, never one task per chunk.
 """
 
 from __future__ import annotations
@@ -9,35 +9,21 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from prefect.tasks import exponential_backoff
 
-from spotline import ingest as core
-from spotline.events import BadIngestRequest
-from spotline.index.base import IndexModelMismatch
-from spotline.models import DocumentState, ObjectInfo
+from spotline.ingestion import pipeline as core
+from spotline.index.records import DocumentState
+from spotline.storage.base import ObjectInfo
 from spotline.resources import get_resources
+from runtime.retry import retry_policy
 
-PERMANENT = (IndexModelMismatch, BadIngestRequest, ValueError, TypeError, AssertionError)
-
-
-def _transient(task, task_run, state) -> bool:
-    exc = state.result(raise_on_failure=False)
-    return not isinstance(exc, PERMANENT)
-
-
-RETRY = dict(
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=5),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=_transient,
-)
+RETRY = retry_policy()
 
 
 # Listing and planning are cached per flow run (inputs + flow run id) and persisted: a retried or
 # resumed flow run replays the same plan, so its finished batches are cache hits instead of redone.
 @task(name="list-sources", persist_result=True, **RETRY)
-def list_sources(prefix: str | None, key: str | None) -> list[ObjectInfo]:
-    return core.list_sources(get_resources(), prefix=prefix, key=key)
+def list_sources(prefix: str | None, key: str | None, keys: list[str] | None = None) -> list[ObjectInfo]:
+    return core.list_sources(get_resources(), prefix=prefix, key=key, keys=keys)
 
 
 @task(name="plan-sync", persist_result=True, **RETRY)

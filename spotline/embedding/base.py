@@ -7,6 +7,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from spotline.errors import PermanentError, TransientError
+
 
 @dataclass
 class EmbeddingUsage:
@@ -30,8 +32,9 @@ class EmbeddingBatch:
     usage: EmbeddingUsage = field(default_factory=EmbeddingUsage)
 
 
-class EmbeddingError(RuntimeError):
-    """The embedding service failed after its retries (the task-level retry may still succeed)."""
+class EmbeddingError(PermanentError):
+    """The embedding service refused or garbled this input: the batch is bisected to find the text
+    that causes it, and that document is set aside."""
 
 
 class Embedder(Protocol):
@@ -42,6 +45,6 @@ class Embedder(Protocol):
         """Embed texts in order. Empty input returns an empty (0, dimension) array and makes no call."""
 
 
-class EmbeddingUnavailable(RuntimeError):
+class EmbeddingUnavailable(TransientError):
     """Transient: throttled or unreachable after the client's retries. The task-level retry handles
     it; unlike EmbeddingError it says nothing about the input, so no document is set aside for it."""

@@ -29,12 +29,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from spotline.embedding.base import EmbeddingBatch, EmbeddingError, EmbeddingUnavailable, EmbeddingUsage
+from spotline.errors import THROTTLING_CODES, aws_error_kind
 from spotline.settings import EmbeddingSettings
 
 log = logging.getLogger(__name__)
 
-THROTTLING_CODES = frozenset({"ThrottlingException", "TooManyRequestsException", "ServiceUnavailableException"})
-TRANSIENT_CODES = frozenset({"InternalServerException", "ModelNotReadyException", "ServiceUnavailableException"})
+# Bedrock sheds load with 503 ServiceUnavailableException as well as with throttling: both back off here.
+BACKOFF_CODES = THROTTLING_CODES | {"ServiceUnavailableException"}
 
 
 @dataclass
@@ -137,7 +138,7 @@ class BedrockEmbedder:
             except ClientError as exc:
                 err = exc.response.get("Error", {})
                 code = str(err.get("Code", "Unknown"))
-                if code in THROTTLING_CODES:
+                if code in BACKOFF_CODES:
                     throttled += 1 + _retry_attempts(exc.response)
                     if attempt < self.throttle_retries:
                         delay = random.uniform(0.0, min(self.backoff_max_s, self.backoff_base_s * 2**attempt))
@@ -151,7 +152,7 @@ class BedrockEmbedder:
                         "raise the account's InvokeModel quota"
                     ) from None
                 message = str(err.get("Message", "")).strip()
-                if code in TRANSIENT_CODES or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
+                if aws_error_kind(exc.response) == "transient":
                     raise EmbeddingUnavailable(
                         f"Bedrock {self.bedrock_model_id} unavailable for text #{index}: {code}: {message}"
                     ) from None

@@ -13,14 +13,15 @@ import re
 
 import numpy as np
 
-from spotline.models import sha256_hex
+from spotline.hashing import sha256_hex
 from spotline.storage.base import ObjectNotFound, ObjectStore
+from spotline.storage.layout import Layout
 
 log = logging.getLogger(__name__)
 
 
 class EmbeddingCache:
-    def __init__(self, store: ObjectStore, model_id: str, prefix: str = "_spotline/cache/embeddings/"):
+    def __init__(self, store: ObjectStore, model_id: str, prefix: str = Layout().embedding_cache):
         self.store = store
         self.model_id = model_id
         self.prefix = f"{prefix}{re.sub(r'[^A-Za-z0-9._-]+', '_', model_id)}/"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Iterable, Protocol, Sequence
 
-from spotline.models import ChunkRecord, DocumentState, SearchHit
+from spotline.errors import PermanentError
+from spotline.index.records import ChunkRecord, DocumentState, SearchHit
 
 
-class IndexModelMismatch(RuntimeError):
+class IndexModelMismatch(PermanentError):
     """The index was built with another embedding model or dimension; mixing them corrupts search."""
 
     def __init__(self, index_name: str, have_model: str, have_dim: int, want_model: str, want_dim: int):

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from spotline.index.base import IndexModelMismatch
-from spotline.models import ChunkRecord, DocumentState, SearchHit
+from spotline.index.records import ChunkRecord, DocumentState, SearchHit
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,9 @@ import numpy as np
 from opensearchpy import OpenSearch, RequestsHttpConnection, helpers
 from opensearchpy.exceptions import NotFoundError, RequestError
 
+from spotline.errors import PermanentError, SpotlineError, TransientError
 from spotline.index.base import IndexModelMismatch
-from spotline.models import ChunkRecord, DocumentState, SearchHit
+from spotline.index.records import ChunkRecord, DocumentState, SearchHit
 from spotline.settings import IndexSettings
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,9 @@ _HIT_FIELDS = (
 )
 
 
-class BulkWriteError(RuntimeError):
-    """Some bulk items failed for good (after 429 retries); the rest of the batch was written."""
+class BulkWriteError(SpotlineError):
+    """Some bulk items failed (after the client's 429 retries); the rest of the batch was written.
+    Raised as one of its two subclasses: see :func:`bulk_write_error`."""
 
     def __init__(self, action: str, total: int, failures: list[dict[str, Any]]):
         self.failures = failures
@@ -69,6 +71,26 @@ class BulkWriteError(RuntimeError):
     @property
     def failed_ids(self) -> list[str]:
         return [f["id"] for f in self.failures]
+
+
+class BulkItemsRetryable(BulkWriteError, TransientError):
+    """At least one item failed with 429 / 5xx / no status: the whole (idempotent) batch is retried."""
+
+
+class BulkItemsRejected(BulkWriteError, PermanentError):
+    """Every failed item was refused for good (4xx, e.g. a mapping error): those documents are set aside."""
+
+
+def _item_status(failure: dict[str, Any]) -> int:
+    try:
+        return int(failure.get("status"))
+    except (TypeError, ValueError):
+        return 0  # unknown: treat as transient
+
+
+def bulk_write_error(action: str, total: int, failures: list[dict[str, Any]]) -> BulkWriteError:
+    retry = any(_item_status(f) == 429 or _item_status(f) >= 500 or _item_status(f) == 0 for f in failures)
+    return (BulkItemsRetryable if retry else BulkItemsRejected)(action, total, failures)
 
 
 def build_client(settings: IndexSettings) -> OpenSearch:
@@ -275,7 +297,7 @@ class OpenSearchIndex:
             if large:
                 self._put_refresh_interval(previous)
         if failures:
-            raise BulkWriteError("index", len(records), failures)
+            raise bulk_write_error("index", len(records), failures)
 
     def delete_chunks(self, chunk_ids: Iterable[str]) -> int:
         ids = list(chunk_ids)
@@ -285,7 +307,7 @@ class OpenSearchIndex:
         # 404 = already gone, which is what we wanted.
         failures = [f for f in self._run_bulk(actions) if f["status"] != 404]
         if failures:
-            raise BulkWriteError("delete", len(ids), failures)
+            raise bulk_write_error("delete", len(ids), failures)
         return len(ids)
 
     def delete_documents(self, source_uris: Iterable[str]) -> None:
@@ -300,7 +322,7 @@ class OpenSearchIndex:
             )
             failures = resp.get("failures") or []
             if failures:
-                raise BulkWriteError(
+                raise bulk_write_error(
                     "delete_by_query",
                     len(batch),
                     [

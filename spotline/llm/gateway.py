@@ -48,6 +48,7 @@ from spotline.llm.types import (
     CircuitOpen,
     Completion,
     LLMCallFailed,
+    call_failed,
     LLMError,
     LLMResult,
     Message,
@@ -59,6 +60,7 @@ from spotline.llm.types import (
 from spotline.secrets import SecretResolver, redact
 from spotline.settings import ModelSpec, Settings
 from spotline.storage import ObjectStore
+from spotline.usage import current_scope
 
 calls_log = logging.getLogger("spotline.llm.calls")
 log = logging.getLogger(__name__)
@@ -79,18 +81,14 @@ class UsageLedger:
         with self._lock:
             self._rows.append(usage)
 
-    def rows(self, since: int = 0) -> list[CallUsage]:
+    def rows(self, scope: str | None = None) -> list[CallUsage]:
+        """Every row, or only one scope's (a flow run's: spotline.usage)."""
         with self._lock:
-            return list(self._rows[since:])
+            return [r for r in self._rows if scope is None or r.scope == scope]
 
-    def mark(self) -> int:
-        """Position to pass as `since` to report only what follows (one flow run's calls)."""
-        with self._lock:
-            return len(self._rows)
-
-    def summary(self, since: int = 0) -> list[dict[str, Any]]:
+    def summary(self, scope: str | None = None) -> list[dict[str, Any]]:
         """One row per (provider, model): calls, tokens, cost, cache hits and savings, errors by kind."""
-        rows = self.rows(since)
+        rows = self.rows(scope)
         if not rows:
             return []
         df = pd.DataFrame([r.as_dict() for r in rows])
@@ -134,7 +132,7 @@ class Gateway:
         self.prompts = prompts or PromptLibrary(self.cfg.prompts_dir)
         self.limiter: Limiter = limiter or LocalLimiter(self.cfg.concurrency, self.cfg.rate_per_minute)
         self.cache = (
-            ResponseCache(store, f"{settings.store.system_prefix}cache/llm/", self.cfg.cache_ttl_s,
+            ResponseCache(store, settings.layout.llm_cache, self.cfg.cache_ttl_s,
                           self.cfg.cache_memory_entries)
             if store is not None and self.cfg.cache_enabled else None
         )
@@ -240,7 +238,7 @@ class Gateway:
             usage.latency_s = time.perf_counter() - started
             self._record(usage)
             tried.append(usage)
-        raise LLMCallFailed(use, tried)
+        raise call_failed(use, tried)
 
     def map(self, calls: Sequence[dict[str, Any]], max_workers: int | None = None) -> list[LLMResult | LLMCallFailed]:
         """Run many calls in parallel (each a dict of :meth:`call` arguments); results in input order.
@@ -255,7 +253,7 @@ class Gateway:
                 usage = CallUsage(use=kwargs.get("use", "default"), provider="", model="", outcome="bad_request",
                                   error=redact(f"{type(exc).__name__}: {exc}")[:500])
                 self._record(usage)
-                return LLMCallFailed(usage.use, [usage])
+                return call_failed(usage.use, [usage])
 
         workers = max_workers or max(1, min(64, sum(self.cfg.concurrency.values())))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm") as pool:
@@ -379,6 +377,7 @@ class Gateway:
         raise AssertionError("unreachable")
 
     def _record(self, usage: CallUsage) -> None:
+        usage.scope = usage.scope or current_scope()
         self.ledger.add(usage)
         if calls_log.isEnabledFor(logging.INFO):
             calls_log.info(json.dumps({"event": "llm_call", **usage.as_dict()}, ensure_ascii=False, default=str))

@@ -170,3 +170,19 @@ def gate(report: EvalReport, baseline: dict[str, Any] | None) -> list[str]:
         if now < then:
             problems.append(f"{report.prompt}: {metric} fell to {now:.2%} from the baseline {then:.2%}")
     return problems
+
+
+def gate_rows(reports: list[EvalReport], baselines: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The gate's table (one row per prompt: now vs baseline, verdict) and every problem found."""
+    rows, problems = [], []
+    for report in reports:
+        found = gate(report, baselines.get(report.prompt))
+        problems += found
+        base = baselines.get(report.prompt, {})
+        rows.append({"prompt": report.prompt, "version": report.version, "models": report.models,
+                     "schema_validity": f"{report.schema_validity:.0%}",
+                     "baseline_validity": f"{base['schema_validity']:.0%}" if base else "none",
+                     "check_pass_rate": f"{report.check_pass_rate:.0%}",
+                     "baseline_checks": f"{base['check_pass_rate']:.0%}" if base else "none",
+                     "gate": "FAIL: " + "; ".join(found) if found else "pass"})
+    return rows, problems

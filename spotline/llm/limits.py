@@ -1,7 +1,7 @@
 """Per-provider circuit breakers and in-process concurrency / rate limits.
 
 The gateway takes any object with ``slot(provider)`` as its limiter. :class:`LocalLimiter` bounds
-one process; inside a Prefect run ``tasks.llm.PrefectLimiter`` uses the server's global
+one process; inside a Prefect run ``runtime.limits.PrefectLimiter`` uses the server's global
 concurrency and rate limits instead, so every task and worker of a flow shares the same budget.
 """
 

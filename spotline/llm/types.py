@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from spotline.errors import PermanentError, SpotlineError, TransientError
 from spotline.secrets import redact
 
 
@@ -45,6 +46,7 @@ class CallUsage:
     use: str
     provider: str
     model: str
+    scope: str = ""  # the flow run (spotline.usage) whose bill this call is on
     prompt: str = ""
     prompt_version: str = ""
     prompt_hash: str = ""
@@ -71,7 +73,7 @@ class LLMResult:
     tried: list[CallUsage] = field(default_factory=list)  # models that failed before this one
 
 
-class LLMError(Exception):
+class LLMError(SpotlineError):
     """Base of every gateway error. Messages are scrubbed of known secret values on creation."""
 
     outcome = "error"
@@ -80,7 +82,7 @@ class LLMError(Exception):
         super().__init__(redact(message))
 
 
-class ProviderUnavailable(LLMError):
+class ProviderUnavailable(LLMError, TransientError):
     """Throttling, 5xx, timeouts, connection failures, garbled replies: worth retrying."""
 
     outcome = "unavailable"
@@ -94,13 +96,13 @@ class CallTimeout(ProviderUnavailable):
     outcome = "timeout"
 
 
-class ProviderRejected(LLMError):
+class ProviderRejected(LLMError, PermanentError):
     """4xx other than throttling (bad request, auth, unknown model): retrying the same call won't help."""
 
     outcome = "rejected"
 
 
-class SchemaViolation(LLMError):
+class SchemaViolation(LLMError, PermanentError):
     outcome = "schema_invalid"
 
     def __init__(self, message: str, text: str = ""):
@@ -108,12 +110,16 @@ class SchemaViolation(LLMError):
         self.text = redact(text[:2000])
 
 
-class CircuitOpen(LLMError):
+class CircuitOpen(LLMError, TransientError):
     outcome = "circuit_open"
 
 
 class LLMCallFailed(LLMError):
-    """Every model in the use's chain failed. Flows catch this one type and count it."""
+    """Every model in the use's chain failed. Flows catch this one type and count it.
+
+    Raised as one of its two subclasses (see :func:`call_failed`), so retry logic can tell
+    "every provider was busy" from "the call itself is wrong".
+    """
 
     outcome = "failed"
 
@@ -121,3 +127,20 @@ class LLMCallFailed(LLMError):
         self.use, self.tried = use, tried
         detail = "; ".join(f"{u.model}: {u.outcome} ({u.error})" for u in tried) or "no model configured"
         super().__init__(f"LLM call for use {use!r} failed on every model: {detail}")
+
+
+class LLMUnavailable(LLMCallFailed, TransientError):
+    """Every model was throttled, down, timed out or behind an open circuit: try again later."""
+
+
+class LLMCallRejected(LLMCallFailed, PermanentError):
+    """At least one model refused the call or broke the schema: the same call fails the same way."""
+
+
+_BUSY = frozenset({"unavailable", "timeout", "circuit_open"})
+
+
+def call_failed(use: str, tried: list[CallUsage]) -> LLMCallFailed:
+    """The failure for a chain that ran out of models, typed by what the models said."""
+    busy = bool(tried) and all(u.outcome in _BUSY for u in tried)
+    return (LLMUnavailable if busy else LLMCallRejected)(use, tried)

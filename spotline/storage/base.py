@@ -2,16 +2,42 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator, Protocol
 
-from spotline.models import ObjectInfo
+from pydantic import BaseModel, ConfigDict, Field
+
+from spotline.errors import PermanentError, TransientError
 
 
-class ObjectNotFound(KeyError):
-    pass
+class ObjectInfo(BaseModel):
+    """One object in the object store, as a listing sees it (no content read)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    uri: str
+    size: int
+    version: str = Field(description="ETag (S3) or size+mtime stamp (local): changes whenever the content may have")
+    # A listing can name an entry it refuses to read (a symlink leaving the local store's root, a
+    # FIFO): the run sets it aside with this reason instead of silently skipping or following it.
+    set_aside_reason: str | None = None
+    set_aside_detail: str | None = None
 
 
-class UnsafeObject(Exception):
+class ObjectNotFound(PermanentError, KeyError):
+    """No object under this key (it may have been removed since it was listed)."""
+
+
+class VersionConflict(TransientError):
+    """A conditional write lost: the object changed since the caller read it. Re-read, then retry."""
+
+    def __init__(self, key: str, expected: str | None):
+        super().__init__(f"{key} changed since it was read (expected {'no object' if expected is None else expected})")
+        self.key, self.expected = key, expected
+
+
+class UnsafeObject(PermanentError):
     """The store refuses to read or write an object, for a reason that is a property of the object.
 
     A local store's folder is shared with whoever can write into it: a symlink there must not
@@ -46,6 +72,16 @@ class ObjectStore(Protocol):
 
     def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
         """Write atomically: readers see the old or the new object, never half of one."""
+
+    def put_if(self, key: str, data: bytes, expected_version: str | None, content_type: str | None = None) -> str:
+        """Compare-and-swap: write only if the object's version is still ``expected_version``
+        (None: only if there is no object). Returns the new version; raises VersionConflict."""
+
+    def put_file(self, key: str, path: Path, content_type: str | None = None) -> None:
+        """Stream a file into the store without holding it in memory (multipart on S3); atomic."""
+
+    def get_file(self, key: str, path: Path) -> None:
+        """Stream an object into a file; ``path`` appears complete or not at all."""
 
     def delete(self, key: str) -> None:
         """Remove; a missing key is not an error."""

@@ -16,19 +16,22 @@ Linux only, like the rest of the project (pyproject pins the environment to Linu
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import secrets
+import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 from urllib.parse import quote
 
-from spotline.models import ObjectInfo
-from spotline.storage.base import ObjectNotFound, UnsafeObject
+from spotline.errors import PermanentError
+from spotline.storage.base import ObjectInfo, ObjectNotFound, UnsafeObject, VersionConflict
 
 # Enough to fstat a name and ask where it landed; opening the file for real comes after the checks.
 _PATH_FLAGS = os.O_PATH | os.O_CLOEXEC
+_COPY_CHUNK = 8 * 1024 * 1024  # streamed copies hold 8 MiB at a time, whatever the file's size
 
 _KINDS = {
     stat.S_IFIFO: "named pipe (FIFO)",
@@ -38,7 +41,7 @@ _KINDS = {
 }
 
 
-class ProcUnavailable(RuntimeError):
+class ProcUnavailable(PermanentError):
     """/proc/self/fd is missing (not mounted). Raised instead of FileNotFoundError, which would
     read as "no such object": a store that looks empty makes a full sync delete everything."""
 
@@ -431,6 +434,57 @@ class LocalObjectStore:
             raise ObjectNotFound(key) from None
 
     def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        self._write(key, lambda fh: fh.write(data))
+
+    def put_file(self, key: str, path: Path, content_type: str | None = None) -> None:
+        def copy(fh) -> None:
+            with open(path, "rb") as src:
+                shutil.copyfileobj(src, fh, _COPY_CHUNK)
+
+        self._write(key, copy)
+
+    def put_if(self, key: str, data: bytes, expected_version: str | None, content_type: str | None = None) -> str:
+        # The folder's own descriptor is the lock: flock is advisory, and every conditional writer
+        # of this store takes it, so check-then-rename is one step for them.
+        parts = self._parts(key)
+        self.root.mkdir(parents=True, exist_ok=True)
+        dirfd = self._folder.open_folder(parts[:-1], create=True)
+        try:
+            lockfd = _reopen(dirfd, os.O_RDONLY | os.O_DIRECTORY)  # O_PATH descriptors cannot be locked
+        finally:
+            os.close(dirfd)
+        try:
+            fcntl.flock(lockfd, fcntl.LOCK_EX)
+            current = self.head(key)
+            if (current.version if current else None) != expected_version:
+                raise VersionConflict(key, expected_version)
+            self._write(key, lambda fh: fh.write(data))
+            written = self.head(key)
+            if written and current and written.version == current.version:
+                # Same size within one mtime tick (coarse on some file systems): bump the mtime so
+                # every conditional write changes the version, or a stale writer would win.
+                st = os.stat(parts[-1], dir_fd=lockfd, follow_symlinks=False)
+                os.utime(parts[-1], ns=(st.st_atime_ns, st.st_mtime_ns + 1), dir_fd=lockfd, follow_symlinks=False)
+                written = self.head(key)
+            return written.version if written else ""
+        finally:
+            os.close(lockfd)  # closing the descriptor releases the lock
+
+    def get_file(self, key: str, path: Path) -> None:
+        path = Path(path)
+        try:
+            fd = self._folder.open_file(self._parts(key))
+        except (FileNotFoundError, IsADirectoryError):
+            raise ObjectNotFound(key) from None
+        tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+        try:
+            with os.fdopen(fd, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, _COPY_CHUNK)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _write(self, key: str, write) -> None:
         parts = self._parts(key)
         self.root.mkdir(parents=True, exist_ok=True)  # made again if removed, as before
         dirfd = self._folder.open_folder(parts[:-1], create=True)
@@ -441,7 +495,7 @@ class LocalObjectStore:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dirfd)
             try:
                 with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
+                    write(fh)
                 # rename replaces the name itself: a link already at the key is replaced by the
                 # object, never written through.
                 os.replace(tmp, parts[-1], src_dir_fd=dirfd, dst_dir_fd=dirfd)

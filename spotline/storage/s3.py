@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+from pathlib import Path
 from typing import Iterator
 
 import boto3
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from spotline.models import ObjectInfo
 from spotline.settings import StoreSettings
-from spotline.storage.base import ObjectNotFound
+from spotline.storage.base import ObjectInfo, ObjectNotFound, VersionConflict
+
+# Files above 64 MiB go up and down in 64 MiB parts, four at a time (checkpoints, model files);
+# a failed part is retried alone instead of the whole file.
+TRANSFER = TransferConfig(multipart_threshold=64 * 2**20, multipart_chunksize=64 * 2**20, max_concurrency=4)
+_MISSING = ("404", "NoSuchKey", "NotFound")
 
 
 def s3_client(settings: StoreSettings):
@@ -57,7 +65,7 @@ class S3ObjectStore:
         try:
             resp = self.client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
                 return None
             raise
         return self._info(key, resp["ContentLength"], resp["ETag"])
@@ -66,13 +74,51 @@ class S3ObjectStore:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
                 raise ObjectNotFound(key) from None
             raise
 
     def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
         extra = {"ContentType": content_type} if content_type else {}
         self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
+
+    def put_if(self, key: str, data: bytes, expected_version: str | None, content_type: str | None = None) -> str:
+        # S3 conditional writes: If-None-Match: * creates only, If-Match: <etag> replaces only that version.
+        extra = {"ContentType": content_type} if content_type else {}
+        if expected_version is None:
+            extra["IfNoneMatch"] = "*"
+        else:
+            extra["IfMatch"] = f'"{expected_version}"'
+        try:
+            reply = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            code = exc.response.get("Error", {}).get("Code")
+            # 412: the condition failed; 409: another conditional write to the key is in flight;
+            # 404 on If-Match: the object it expected is gone.
+            if status in (409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict") or (
+                expected_version is not None and code in _MISSING
+            ):
+                raise VersionConflict(key, expected_version) from None
+            raise
+        return reply["ETag"].strip('"')
+
+    def put_file(self, key: str, path: Path, content_type: str | None = None) -> None:
+        extra = {"ContentType": content_type} if content_type else None
+        self.client.upload_file(str(path), self.bucket, key, ExtraArgs=extra, Config=TRANSFER)
+
+    def get_file(self, key: str, path: Path) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+        try:
+            self.client.download_file(self.bucket, key, str(tmp), Config=TRANSFER)
+            os.replace(tmp, path)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
+                raise ObjectNotFound(key) from None
+            raise
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=key)

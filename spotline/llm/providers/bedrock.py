@@ -16,12 +16,10 @@ from typing import Any
 
 from spotline.llm.providers import retry_after_seconds
 from spotline.llm.types import CallTimeout, Completion, ProviderRejected, ProviderRequest, ProviderUnavailable
+from spotline.errors import aws_error_kind, is_throttling
 from spotline.settings import LLMSettings, ModelSpec
 
 TOOL_NAME = "emit_output"
-THROTTLING = {"ThrottlingException", "TooManyRequestsException", "ServiceQuotaExceededException"}
-TRANSIENT = {"InternalServerException", "ServiceUnavailableException", "ModelNotReadyException",
-             "ModelTimeoutException", "ModelStreamErrorException"}
 # Models that accept a forced tool choice (toolChoice {"tool": ...}); others get the schema as an
 # instruction and the gateway's validation. Inference-profile ids carry a region prefix (us., eu.).
 FORCED_TOOL_MODELS = ("anthropic.claude-3", "anthropic.claude-haiku-4", "anthropic.claude-sonnet-4",
@@ -94,9 +92,9 @@ class BedrockConverseProvider:
             headers = exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             after = retry_after_seconds(headers.get("retry-after"))
-            if code in THROTTLING or status == 429:
+            if is_throttling(exc.response):
                 raise ProviderUnavailable(f"{model.model_id} throttled ({code}): {message}", after, throttled=True) from None
-            if code in TRANSIENT or status >= 500:
+            if aws_error_kind(exc.response) == "transient":
                 raise ProviderUnavailable(f"{model.model_id} unavailable ({code}): {message}", after) from None
             raise ProviderRejected(f"{model.model_id} rejected the call ({code}): {message}") from None
         except ReadTimeoutError:

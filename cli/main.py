@@ -1,0 +1,258 @@
+"""`spotline` command line: ingest, query, upload, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+# Without PREFECT_API_URL, a flow call starts Prefect's temporary server, and its default budget of
+# 20 s to come up is too tight on a busy 2-core machine (the first ingest failed there, having
+# done nothing). A user's own setting still wins.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Spotline: batch backbone of an LLM product.")
+
+
+@app.command()
+def setup() -> None:
+    """Prepare the configured backends: bucket (S3), Prefect result-storage block (S3), vector index."""
+    from spotline.resources import get_resources
+
+    res = get_resources()
+    if hasattr(res.store, "ensure_bucket"):
+        res.store.ensure_bucket()
+        from runtime.results import save_result_storage_block
+
+        typer.echo(f"saved result storage block {save_result_storage_block(res.settings)}")
+    spec = res.embedder_spec
+    res.index.ensure(spec.model_id, spec.dimension)
+    typer.echo(f"index {res.index.name!r} ready for {spec.model_id} (dim {spec.dimension})")
+
+
+@app.command()
+def upload(source_dir: Path, prefix: str = typer.Argument("corpus/")) -> None:
+    """Copy a local folder into the object store under PREFIX (local folder or S3).
+
+    Symlinks are followed only while they stay inside SOURCE_DIR; anything else is skipped and said.
+    """
+    from spotline.resources import get_resources
+    from spotline.storage.upload import upload_folder
+
+    from spotline.ingestion.requests import BadIngestRequest, check_upload_prefix
+
+    res = get_resources()
+    store = res.store
+    if not source_dir.is_dir():
+        raise typer.BadParameter(f"{source_dir} is not a folder")
+    try:
+        check_upload_prefix(prefix, res.settings.store.system_prefix)
+    except BadIngestRequest as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if hasattr(store, "ensure_bucket"):
+        store.ensure_bucket()
+    report = upload_folder(store, source_dir, prefix)
+    for path, reason in report.skipped:
+        typer.echo(f"skipped {path}: {reason}", err=True)
+    typer.echo(f"uploaded {len(report.uploaded)} files to {store.uri(prefix)}"
+               + (f" ({len(report.skipped)} skipped)" if report.skipped else ""))
+
+
+def _one_line(exc: BaseException | object) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def require_prefect() -> None:
+    """Stop before any work, with one clear line, when no Prefect API answers.
+
+    With PREFECT_API_URL unset this starts the temporary server now (the flow run then reuses it),
+    so a slow start fails here and not half-way into a run.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    where = PREFECT_API_URL.value() or "Prefect's temporary local server"
+    try:
+        with get_client(sync_client=True) as client:
+            problem = client.api_healthcheck()
+    except Exception as exc:
+        problem = exc
+    if problem is not None:
+        typer.echo(
+            f"error: cannot reach the Prefect API ({where}): {_one_line(problem)}\n"
+            "Nothing was done. Start a server (`uv run prefect server start`) and set PREFECT_API_URL, "
+            "or try again when the machine is less busy.",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+
+def run_ingest(**params):
+    """The ingest flow, ad hoc; a refused request is one line on stderr and exit code 2."""
+    from prefect.exceptions import FailedRun
+
+    from flows.ingest import ingest as ingest_flow
+
+    for name, value in params.items():  # Prefect cannot even record a run whose parameters are not UTF-8
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                typer.echo(f"error: input rejected: {name} {value!r} is not valid UTF-8", err=True)
+                raise typer.Exit(2) from None
+    require_prefect()
+    try:
+        return ingest_flow(**params)
+    except FailedRun as exc:  # a refused request is exit code 2; any other failed run is 1
+        typer.echo(f"error: {_one_line(exc)}", err=True)
+        raise typer.Exit(2 if str(exc).startswith("input rejected:") else 1) from None
+
+
+@app.command()
+def ingest(
+    prefix: Optional[str] = typer.Option(None, help="sync everything under this prefix (default: settings)"),
+    key: Optional[str] = typer.Option(None, help="ingest one object (what an S3 event does)"),
+    removed: bool = typer.Option(False, help="with --key: the object was deleted"),
+    full_sync: Optional[bool] = typer.Option(None, "--full-sync/--no-full-sync", help="delete vanished documents"),
+    force: bool = typer.Option(False, help="re-process unchanged documents (cached embeddings are reused)"),
+) -> None:
+    """Run the ingest-documents flow now (ad hoc)."""
+    summary = run_ingest(
+        prefix=prefix, key=key, event_name="ObjectRemoved:Delete" if removed else None,
+        full_sync=full_sync, force=force,
+    )
+    typer.echo(summary.model_dump_json(indent=2, exclude={"set_aside"}))
+    for item in summary.set_aside:
+        typer.echo(f"set aside: {item['key']}: {item['reason']} ({item['detail']})")
+
+
+@app.command()
+def query(question: str, k: int = typer.Option(5, "-k"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Top-k chunks for a question, with source, score and text."""
+    from spotline.query import search
+
+    hits = search(question, k)
+    if as_json:
+        typer.echo(json.dumps([h.model_dump() for h in hits], indent=2))
+        return
+    for rank, h in enumerate(hits, 1):
+        page = f" p.{h.page_start}" if h.page_start else ""
+        typer.echo(f"{rank}. [{h.score:.3f}] {h.title} — {h.source_uri}{page}")
+        typer.echo("   " + " ".join(h.text.split())[:240])
+
+
+@app.command()
+def demo(
+    corpus: Path = typer.Option(Path("data/sample_corpus")),
+    queries: Path = typer.Option(Path("data/demo_queries.json")),
+    prefix: str = typer.Option("corpus/help-centre/"),
+) -> None:
+    """Upload the sample help centre, ingest it, and answer the three demo questions."""
+    from spotline.query import search
+
+    upload(corpus, prefix)
+    summary = run_ingest(prefix=prefix)
+    typer.echo(
+        f"\ningested: {summary.new} new, {summary.changed} changed, {summary.unchanged} unchanged, "
+        f"{summary.deleted} deleted, {summary.failed} set aside; {summary.index_chunks} chunks in the index"
+    )
+    for item in summary.set_aside:
+        typer.echo(f"  set aside {item['key']}: {item['reason']} ({item['detail']})")
+    ok = True
+    for q in json.loads(queries.read_text()):
+        hits = search(q["question"], 3)
+        top = hits[0] if hits else None
+        hit_ok = bool(top) and top.source_uri.endswith("/" + q["expected"])
+        ok &= hit_ok
+        where = top.source_uri.split(prefix, 1)[-1] if top else "-"
+        typer.echo(f"\nQ: {q['question']}")
+        typer.echo(f"   {'✓' if hit_ok else '✗'} top hit: {where} — {top.title if top else 'no hits'}"
+                   + (f" (score {top.score:.3f})" if top else ""))
+        if top:
+            typer.echo("   " + " ".join(top.text.split())[:200])
+    if not ok:
+        typer.echo("\nsome demo questions did not find their expected document", err=True)
+        raise typer.Exit(1)
+
+
+prompts_app = typer.Typer(no_args_is_help=True, help="Versioned prompts (prompts/*.yaml) and their golden-set gate.")
+llm_app = typer.Typer(no_args_is_help=True, help="Call a model through the LLM gateway.")
+app.add_typer(prompts_app, name="prompts")
+app.add_typer(llm_app, name="llm")
+
+
+@prompts_app.command("list")
+def prompts_list() -> None:
+    """Every prompt with its version, model family and the recorded baseline."""
+    from spotline.llm.golden import load_baselines
+    from spotline.resources import get_resources
+
+    lib = get_resources().gateway.prompts
+    baselines = load_baselines(lib.folder)
+    for name in lib.names():
+        spec, base = lib.get(name), baselines.get(name)
+        mark = (f"baseline v{base['version']}: validity {base['schema_validity']:.0%}, checks "
+                f"{base['check_pass_rate']:.0%} on {base['models']}") if base else "no baseline"
+        typer.echo(f"{name} v{spec.version} ({spec.family or 'any family'}) - {mark}")
+
+
+@prompts_app.command("eval")
+def prompts_eval(
+    names: Optional[list[str]] = typer.Argument(None, help="prompt names (default: all)"),
+    use: str = typer.Option("default", help="which route's models to evaluate on"),
+    record: bool = typer.Option(False, "--record", help="accept the results as the new baseline"),
+) -> None:
+    """Run golden sets; exit 1 when schema validity or checks fall below the baseline (the gate)."""
+    from spotline.llm.golden import evaluate, gate, load_baselines, record_baseline
+    from spotline.resources import get_resources
+
+    gateway = get_resources().gateway
+    baselines = load_baselines(gateway.cfg.prompts_dir)
+    problems: list[str] = []
+    for name in names or gateway.prompts.names():
+        report = evaluate(gateway, name, use)
+        typer.echo(f"{name} v{report.version} on {report.models}: schema validity {report.schema_validity:.0%} "
+                   f"({report.valid}/{report.cases}), checks {report.check_pass_rate:.0%} "
+                   f"({report.checks_passed}/{report.checks})")
+        for row in report.rows:
+            typer.echo(f"  {row['case']}: {'valid' if row['valid'] else 'INVALID'}, checks {row['checks']}"
+                       + ("" if row["failures"] == "none" else f" - {row['failures']}"))
+        if record:
+            record_baseline(gateway.cfg.prompts_dir, report)
+            typer.echo(f"  recorded as the baseline for {name} v{report.version}")
+        else:
+            problems += gate(report, baselines.get(name))
+    for p in problems:
+        typer.echo(f"GATE: {p}", err=True)
+    if problems:
+        raise typer.Exit(1)
+
+
+@llm_app.command("ask")
+def llm_ask(
+    text: Optional[str] = typer.Argument(None, help="free text (sent as-is to base models)"),
+    prompt: Optional[str] = typer.Option(None, help="a prompt name from prompts/"),
+    var: list[str] = typer.Option([], help="prompt variable as name=value (repeatable)"),
+    use: str = typer.Option("default"),
+    max_tokens: Optional[int] = typer.Option(None),
+) -> None:
+    """One call through the gateway; prints the answer and its usage record as JSON."""
+    from spotline.llm.types import LLMCallFailed
+    from spotline.resources import get_resources
+
+    variables = dict(v.split("=", 1) for v in var)
+    try:
+        result = get_resources().gateway.call(use, prompt=prompt, variables=variables, text=text, max_tokens=max_tokens)
+    except LLMCallFailed as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps({"text": result.text, "data": result.data, "usage": result.usage.as_dict()}, indent=2))
+
+
+if __name__ == "__main__":
+    app()

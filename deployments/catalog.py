@@ -1,0 +1,220 @@
+"""Every Spotline deployment and work pool, in one list.
+
+This list is the source of truth. ``python -m deployments apply`` puts it on a Prefect server
+(pools, deployments, limits, blocks), ``python -m deployments prefect-yaml`` writes prefect.yaml
+from it (a test fails when the committed file drifts), and ``deployments/serve_local.py`` serves
+the same deployments from one process. A new pipeline adds its entries here and nowhere else.
+
+A deployment names a *pool role*, not a pool: ``main`` runs on Fargate Spot in AWS and on the
+``spotline-local`` process pool on a laptop; ``fallback`` (plain Fargate on demand; a second
+process pool locally) is where a run goes after too many Spot interruptions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+from deployments import ecs
+from runtime.recovery import FALLBACK_SUFFIX, FALLBACK_TAG, RECOVERABLE_TAG
+
+Target = Literal["local", "aws"]
+Role = Literal["main", "fallback"]
+
+# Where the code lives when a worker runs a flow: this checkout locally; the image's copy on ECS
+# (infra/README.md: the image puts the repository at /opt/spotline).
+IMAGE_CODE_DIR = "/opt/spotline"
+# Every deployment made from this list carries it: apply deletes tagged deployments the list dropped.
+MANAGED_TAG = "managed-by:spotline"
+
+
+def _process_template() -> dict[str, Any]:
+    """Prefect's process template, started like an ECS task: `prefect flow-run execute` (the
+    supervisor that turns SIGTERM into a reschedule of the same run) instead of the engine itself."""
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    template["variables"]["properties"]["command"]["default"] = "prefect flow-run execute"
+    # A dict here is merged under each deployment's own env instead of being replaced by it.
+    template["job_configuration"]["env"] = {"PREFECT_FLOW_RUN_EXECUTE_SIGTERM_BEHAVIOR": "reschedule"}
+    return template
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    type: str  # Prefect worker type: "process" or "ecs"
+    description: str
+    base_job_template: Callable[[], dict[str, Any]]
+
+    def template(self, heartbeat_s: int) -> dict[str, Any]:
+        """The pool's base job template with the flow-run heartbeat interval the automations expect."""
+        template = self.base_job_template()
+        env = template["job_configuration"].setdefault("env", {})
+        env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(heartbeat_s)
+        return template
+
+
+POOLS: dict[Target, dict[Role, Pool]] = {
+    "local": {
+        "main": Pool("spotline-local", "process", "Local mode: flows run as processes on this machine.",
+                     _process_template),
+        "fallback": Pool("spotline-local-fallback", "process",
+                         "Local stand-in for on-demand capacity: where a run goes after too many interruptions.",
+                         _process_template),
+    },
+    "aws": {
+        "main": Pool("spotline-spot", "ecs", "ECS on FARGATE_SPOT: every flow run starts here.",
+                     lambda: ecs.job_template("FARGATE_SPOT")),
+        "fallback": Pool("spotline-ondemand", "ecs",
+                         "ECS on plain FARGATE: runs interrupted too often on Spot finish here.",
+                         lambda: ecs.job_template("FARGATE")),
+    },
+}
+
+
+@dataclass(frozen=True)
+class Deployment:
+    name: str
+    entrypoint: str  # "flows/<file>.py:<flow function>"
+    description: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    cron: str | None = None
+    timezone: str = "UTC"
+    triggers: tuple[dict[str, Any], ...] = ()  # Prefect deployment triggers, as prefect.yaml spells them
+    concurrency: int | None = None  # runs of this deployment at once (None: no limit)
+    collision: Literal["ENQUEUE", "CANCEL_NEW"] = "ENQUEUE"
+    role: Role = "main"
+    cpu: int = 1024  # Fargate task size (1024 = 1 vCPU); also the local embedding worker count
+    memory: int = 2048
+    job_variables: dict[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    # Interrupted runs resume by themselves (runtime/recovery.py): this deployment gets a twin on
+    # the fallback pool, `<name>-ondemand`, where a run goes after too many interruptions.
+    recoverable: bool = True
+
+    def pool(self, target: Target) -> Pool:
+        return POOLS[target][self.role]
+
+    def rendered_job_variables(self, target: Target) -> dict[str, Any]:
+        """Job variables for the pool's worker type: task size on ECS; the worker count either way."""
+        workers = max(1, self.cpu // 1024)
+        if target == "aws":
+            return {"cpu": self.cpu, "memory": self.memory, "embedding_workers": workers, **self.job_variables}
+        env = {"SPOTLINE_EMBEDDING__WORKERS": str(workers), **self.job_variables.get("env", {})}
+        return {**self.job_variables, "env": env}
+
+
+UPLOAD_WINDOW_S = 30  # object events start at most one ingest-on-upload run per window
+
+
+def upload_trigger(window_s: int) -> dict[str, Any]:
+    """The deployment trigger for uploads, as prefect.yaml spells it: the first object event of each
+    window starts a run; the run drains the rest of the window's events itself."""
+    return {
+        "type": "event", "enabled": True,
+        "match": {"prefect.resource.id": "spotline.object.*"},
+        "expect": ["spotline.object.created", "spotline.object.removed"],
+        "posture": "Reactive", "threshold": 1, "within": window_s,
+        "parameters": {"window_started": "{{ event.occurred }}", "window_s": window_s},
+    }
+
+
+DEPLOYMENTS: tuple[Deployment, ...] = (
+    Deployment(
+        name="ingest-nightly",
+        entrypoint="flows/ingest.py:ingest",
+        description="Full sync of the corpus prefix every night; unchanged documents cost nothing.",
+        parameters={"full_sync": True},
+        cron="15 2 * * *",
+        concurrency=1,  # two full syncs of one index never overlap
+        tags=("ingest",),
+    ),
+    Deployment(
+        name="ingest-adhoc",
+        entrypoint="flows/ingest.py:ingest",
+        description="Ingest a prefix or one key on demand (Run from the UI, or `prefect deployment run`).",
+        tags=("ingest",),
+    ),
+    Deployment(
+        name="ingest-on-upload",
+        entrypoint="flows/ingest_on_upload.py:ingest_on_upload",
+        description="Started by object events (S3 via the SQS relay, or the local watcher): drains every "
+                    "pending upload and removal into the index; one run per burst.",
+        triggers=(upload_trigger(UPLOAD_WINDOW_S),),
+        concurrency=1,  # one drain at a time; a window that fires meanwhile waits, then finds little to do
+        tags=("ingest", "events"),
+    ),
+    Deployment(
+        name="prompt-gate",
+        entrypoint="flows/prompt_eval.py:prompt_eval",
+        description="Golden-set gate for prompts/*.yaml on the default route; fails below the recorded baseline.",
+        parameters={"use": "default"},
+        tags=("llm",),
+    ),
+)
+
+
+
+
+def fallback_twin(d: Deployment) -> Deployment:
+    """The same deployment on the fallback pool: no schedule or triggers, started only by recovery."""
+    return dataclasses.replace(d, name=d.name + FALLBACK_SUFFIX, cron=None, triggers=(), role="fallback",
+                               description=f"{d.description} (on-demand fallback: started by recovery only)",
+                               tags=(*d.tags, FALLBACK_TAG), recoverable=True)
+
+
+# Picks up crashed runs (a lost host, a SIGKILL) and decides: resume, move to on-demand, or stop.
+RECOVERY = Deployment(
+    name="recover-interrupted",
+    entrypoint="flows/recover.py:recover_interrupted",
+    description="Started by the spotline-recover automation when a recoverable run crashes: resumes it "
+                "under the same id, moves it to the on-demand pool past its budget, or stops it for good.",
+    recoverable=False,
+    tags=("operations",),
+)
+
+
+def all_deployments() -> tuple[Deployment, ...]:
+    """The catalog as applied: every deployment, the fallback twins, and the recovery deployment."""
+    twins = tuple(fallback_twin(d) for d in DEPLOYMENTS if d.recoverable)
+    return (*DEPLOYMENTS, *twins, RECOVERY)
+
+
+def tags_of(d: Deployment) -> list[str]:
+    return sorted({*d.tags, MANAGED_TAG, *([RECOVERABLE_TAG] if d.recoverable else [])})
+
+
+def by_name(name: str) -> Deployment:
+    for d in all_deployments():
+        if d.name == name:
+            return d
+    raise KeyError(f"no deployment named {name!r} (known: {', '.join(d.name for d in DEPLOYMENTS)})")
+
+
+def prefect_yaml(target: Target = "aws") -> dict[str, Any]:
+    """prefect.yaml for `prefect deploy --all`, rendered from the list (committed; a test checks drift)."""
+    code_dir = IMAGE_CODE_DIR if target == "aws" else "{{ $SPOTLINE_CODE_DIR }}"
+    out = []
+    for d in all_deployments():
+        entry: dict[str, Any] = {"name": d.name, "description": d.description, "entrypoint": d.entrypoint}
+        if d.parameters:
+            entry["parameters"] = dict(d.parameters)
+        if d.cron:
+            entry["schedules"] = [{"cron": d.cron, "timezone": d.timezone, "active": True}]
+        if d.triggers:
+            entry["triggers"] = [dict(t) for t in d.triggers]
+        if d.concurrency:
+            entry["concurrency_limit"] = {"limit": d.concurrency, "collision_strategy": d.collision}
+        entry["work_pool"] = {"name": d.pool(target).name, "job_variables": d.rendered_job_variables(target)}
+        entry["tags"] = tags_of(d)
+        out.append(entry)
+    import prefect
+
+    return {
+        "name": "spotline",
+        "prefect-version": prefect.__version__,
+        "pull": [{"prefect.deployments.steps.set_working_directory": {"directory": code_dir}}],
+        "deployments": out,
+    }
