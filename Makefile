@@ -7,7 +7,7 @@ UV := $(PYTHON) -m uv
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export UV_LINK_MODE := copy
 
-.PHONY: demo test test-fast bench bench-llm bench-huge prompt-gate deploy env clean stop
+.PHONY: demo test test-fast bench bench-llm bench-huge bench-ops prompt-gate deploy worker watch env clean stop
 
 env: .venv/.synced
 
@@ -36,6 +36,10 @@ bench: env
 bench-huge: env
 	$(UV) run --frozen --no-sync python bench/huge_doc_bench.py
 
+## Operations: upload -> searchable latency (single, burst of 500), SIGTERM -> rescheduled -> running, work lost.
+bench-ops: env
+	$(UV) run --frozen --no-sync python bench/operations_bench.py
+
 ## LLM gateway benchmark: local tokens/s, cache-hit latency, gateway overhead at 64 concurrent calls.
 bench-llm: env
 	$(UV) run --frozen --no-sync python bench/llm_bench.py
@@ -47,6 +51,14 @@ prompt-gate: env
 ## Work pools, deployments, limits and blocks from deployments/catalog.py onto $PREFECT_API_URL (idempotent).
 deploy: env
 	$(UV) run --frozen --no-sync python -m deployments apply
+
+## A process worker for the local pool (runs flows the way an ECS task does: `prefect flow-run execute`).
+worker: env
+	$(UV) run --frozen --no-sync prefect worker start --pool spotline-local
+
+## Announce uploads to the local store as events (the local stand-in for S3 -> SQS -> relay).
+watch: env
+	$(UV) run --frozen --no-sync python -m runtime.watcher
 
 stop:
 	$(UV) run --frozen --no-sync python -m deployments.devserver stop

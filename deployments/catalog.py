@@ -117,7 +117,9 @@ def upload_trigger(window_s: int) -> dict[str, Any]:
         "match": {"prefect.resource.id": "spotline.object.*"},
         "expect": ["spotline.object.created", "spotline.object.removed"],
         "posture": "Reactive", "threshold": 1, "within": window_s,
-        "parameters": {"window_started": "{{ event.occurred }}", "window_s": window_s},
+        # `| string`: Prefect renders a one-expression template to JSON to keep its type, and the
+        # event's DateTime is not JSON ("InvalidJinja", no run); as a string it is ISO 8601.
+        "parameters": {"window_started": "{{ event.occurred | string }}", "window_s": window_s},
     }
 
 

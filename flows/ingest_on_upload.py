@@ -32,12 +32,14 @@ from spotline.resources import get_resources
 def ingest_on_upload(window_started: str | None = None, window_s: float = 30.0) -> dict[str, Any]:
     """`window_started`: when the triggering event occurred; `window_s`: the trigger's window."""
     log = get_run_logger()
-    settings = get_resources().settings
+    res = get_resources()
+    settings = res.settings
+    mark_key = settings.layout.drain_watermark(res.index.name)
     started = _parse(window_started) or datetime.now(timezone.utc)
     closes = started + timedelta(seconds=window_s + 2)  # the trigger fires again for events after this
     rounds: list[dict[str, Any]] = []
     with get_client(sync_client=True) as client:
-        mark = Watermark.load(client, get_resources().index.name, default=started - timedelta(seconds=window_s))
+        mark = Watermark.load(res.store, mark_key, res.index.name, default=started - timedelta(seconds=window_s))
         while True:
             keys, events, advanced = pending_keys(client, mark, settings.store.bucket)
             if keys:
@@ -47,7 +49,7 @@ def ingest_on_upload(window_started: str | None = None, window_s: float = 30.0) 
                                    "new": summary.new, "changed": summary.changed, "deleted": summary.deleted,
                                    "unchanged": summary.unchanged, "failed": summary.failed,
                                    "chunks_embedded": summary.chunks_embedded})
-                advanced.save(client)
+                advanced.save(res.store, mark_key)
                 mark = advanced
                 continue
             if datetime.now(timezone.utc) >= closes:

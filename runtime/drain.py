@@ -1,24 +1,23 @@
 """The drain's watermark: which object events are already brought into the index.
 
-Kept in a Prefect Variable (``spotline-upload-watermark-<index>``) so every worker and every run
-shares it: the time of the newest drained event, plus the ids of the events drained in the last
-few seconds before it. Reads start a little before the mark (events from several relays and
+Kept in the object store (``_spotline/drain/<index>.json``, spotline.storage.layout) so every
+worker and every run shares it: the time of the newest drained event, plus the ids of the events
+drained in the last few seconds before it (a burst can be thousands of ids: more than a Prefect
+Variable holds). Reads start a little before the mark (events from several relays and
 clocks need not arrive in order) and skip the ids already drained, so nothing is lost and
 nothing is drained twice.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from runtime.events import object_events_since
+from spotline.storage.base import ObjectNotFound, ObjectStore
 
 SLACK = timedelta(seconds=10)
-
-
-def _name(index: str) -> str:
-    return f"spotline-upload-watermark-{index}"
 
 
 @dataclass
@@ -28,26 +27,16 @@ class Watermark:
     ids: set[str] = field(default_factory=set)
 
     @classmethod
-    def load(cls, client, index: str, default: datetime) -> "Watermark":
-        from prefect.exceptions import ObjectNotFound
-
+    def load(cls, store: ObjectStore, key: str, index: str, default: datetime) -> "Watermark":
         try:
-            variable = client.read_variable_by_name(_name(index))
+            value = json.loads(store.get(key))
         except ObjectNotFound:
-            variable = None
-        if variable is None or not isinstance(variable.value, dict):
             return cls(index, default)
-        value = variable.value
         return cls(index, datetime.fromisoformat(value["through"]), set(value.get("ids", [])))
 
-    def save(self, client) -> None:
-        from prefect.client.schemas.actions import VariableCreate, VariableUpdate
-
-        value = {"through": self.through.isoformat(), "ids": sorted(self.ids)}
-        try:
-            client.update_variable(VariableUpdate(name=_name(self.index), value=value))
-        except Exception:
-            client.create_variable(VariableCreate(name=_name(self.index), value=value))
+    def save(self, store: ObjectStore, key: str) -> None:
+        value = {"index": self.index, "through": self.through.isoformat(), "ids": sorted(self.ids)}
+        store.put(key, json.dumps(value).encode(), "application/json")
 
 
 def pending_keys(client, mark: Watermark, bucket: str | None) -> tuple[list[str], int, Watermark]:

@@ -79,7 +79,7 @@ def read_events(client, extra_filter: dict[str, Any], since: datetime, until: da
                 limit: int = 200) -> Iterable[dict[str, Any]]:
     """Events matching the filter, oldest first, across pages."""
     body = {"filter": {"occurred": {"since": since.isoformat(), "until": (until or _now() + timedelta(minutes=5)).isoformat()},
-                       "order": "ASC", **extra_filter}, "limit": min(max(limit, 1), 200)}
+                       "order": "ASC", **extra_filter}, "limit": min(max(limit, 1), 50)}  # the API caps a page at 50
     response = client._client.post("/events/filter", json=body)
     response.raise_for_status()
     page = response.json()

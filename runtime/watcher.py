@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between listings")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call drowns what matters
     from prefect.client.orchestration import get_client
 
     from spotline.resources import get_resources
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     res = get_resources()
     s = res.settings
     watcher = StoreWatcher(res.store, s.ingest.source_prefix, s.store.bucket, s.store.system_prefix)
-    log.info("watching %s every %.1f s", res.store.uri(s.ingest.source_prefix), args.interval)
+    log.info("watching %s every %.1f s (%d objects already there)", res.store.uri(s.ingest.source_prefix),
+             args.interval, len(watcher.seen))
     with get_client(sync_client=True) as client:
         watcher.run_forever(client, args.interval)
     return 0

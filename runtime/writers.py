@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 import re
 import socket
 import time
@@ -108,7 +109,12 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         pass
-    return True
+    # A zombie answers kill(0) but writes nothing: an exited flow process whose parent has not reaped
+    # it yet (a container whose PID 1 never reaps, a supervisor still in its grace period).
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _why_stale(client, record: dict[str, Any]) -> str | None:

@@ -42,6 +42,10 @@ class Layout:
         """Versioned datasets (spotline.storage.datasets): ``<name>/version=<v>/`` plus ``<name>/latest.json``."""
         return f"{self.system}datasets/"
 
+    def drain_watermark(self, index: str) -> str:
+        """How far ingest-on-upload has drained object events into ``index`` (runtime/drain.py)."""
+        return f"{self.system}drain/{index}.json"
+
     def checkpoints(self, job: str) -> str:
         """Training checkpoints of one job (streamed files, multipart on S3)."""
         return f"{self.system}checkpoints/{job}/"

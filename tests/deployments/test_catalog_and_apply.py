@@ -153,6 +153,30 @@ def test_local_pools_start_runs_under_the_rescheduling_supervisor_with_heartbeat
     assert "spotline-recoverable" not in recovery.tags  # recovery never recovers itself
 
 
+@pytest.mark.usefixtures("prefect_api")
+def test_the_server_schedules_runs_for_the_nightly_deployment(res):
+    """The scheduler service inserts the cron's next runs (SQLAlchemy 2.1 broke exactly this)."""
+    import time
+
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter, FlowRunFilterState
+    from prefect.client.schemas.filters import FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.orchestration import get_client
+
+    apply("local", res.settings)
+    deadline = time.monotonic() + 90
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["ingest-nightly"])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))))
+            if runs:
+                break
+            assert time.monotonic() < deadline, "the scheduler created no run for the nightly cron"
+            time.sleep(1)
+    assert all(r.expected_start_time.hour == 2 and r.expected_start_time.minute == 15 for r in runs)
+
+
 def test_apply_without_a_server_says_what_is_missing():
     env = {k: v for k, v in __import__("os").environ.items() if k != "PREFECT_API_URL"}
     proc = subprocess.run([sys.executable, "-m", "deployments", "apply"], cwd=ROOT, env=env,

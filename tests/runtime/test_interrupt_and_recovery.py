@@ -20,6 +20,15 @@ class Stopped(BaseException):
     """Stands in for Prefect's TerminationSignal: what the previous SIGTERM handler raises."""
 
 
+@pytest.fixture(autouse=True)
+def no_hard_exit(monkeypatch):
+    """The hard deadline (os._exit after grace_s) would end the test session itself: record it instead.
+    tests/ingest/test_overlap_and_kills.py checks the real one, on real processes."""
+    calls = []
+    monkeypatch.setattr("runtime.interrupt._exit_after", lambda grace_s, signum: calls.append((grace_s, signum)))
+    return calls
+
+
 @pytest.fixture
 def prefect_like_handler():
     previous = signal.getsignal(signal.SIGTERM)
@@ -100,3 +109,36 @@ def test_the_task_retry_policy_does_not_retry_while_the_host_is_going_away(prefe
 ])
 def test_the_budget_resumes_then_moves_to_on_demand_then_stops(count, fallback, action):
     assert decide(count, fallback, budget=3, fallback_budget=1) == action
+
+
+def test_inside_a_flow_body_the_engine_can_still_acknowledge_the_supervisors_reschedule():
+    """`prefect flow-run execute` SIGKILLs a flow whose engine cannot acknowledge its intent; the
+    engine acknowledges only while Prefect's SIGTERM bridge is installed. Ours must pass for it."""
+    from prefect.utilities.engine import can_ack_control_intent, capture_sigterm
+
+    with capture_sigterm():  # what the flow engine installs around a run
+        assert can_ack_control_intent()
+        with prompt_exit_on_sigterm(lambda: None):
+            assert can_ack_control_intent()
+        assert can_ack_control_intent()
+    interrupts.clear()
+
+
+def test_under_the_supervisor_the_signal_still_ends_the_run_with_prefects_termination_signal():
+    from prefect.exceptions import TerminationSignal
+    from prefect.utilities import engine as prefect_engine
+
+    # Prefect's bridge installed by hand: capture_sigterm() re-sends the signal to the process on
+    # its way out (how a real engine ends), which would end this test session.
+    bridge = prefect_engine._prefect_sigterm_handler
+    previous = signal.signal(signal.SIGTERM, bridge)
+    try:
+        with pytest.raises(TerminationSignal):
+            with prompt_exit_on_sigterm(lambda: None, grace_s=30, cooperative_s=10):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.01)
+                stop_here_if_interrupted()
+        assert prefect_engine._prefect_sigterm_handler is bridge  # the stand-in is gone
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        interrupts.clear()

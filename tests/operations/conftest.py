@@ -1,0 +1,49 @@
+"""An operating Spotline on loopback (deployments/localstack.py): a fresh Prefect server with the
+automations, the catalog applied, and real process workers on the main and fallback pools, each
+a separate process tree that a test may SIGTERM or SIGKILL like a Spot host."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from deployments.localstack import LocalStack, flow_process, kill_tree  # noqa: F401  (used by the tests)
+from tests.conftest import SAMPLE
+
+PREFIX = "corpus/help-centre/"
+
+
+def seed(store: Path) -> None:
+    dest = store / "corpus" / "help-centre"
+    for path in sorted(SAMPLE.rglob("*")):
+        if path.is_file():
+            (dest / path.relative_to(SAMPLE)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest / path.relative_to(SAMPLE))
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """Server (proactive automations checked every second), catalog applied, one worker per pool."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    home = tmp_path_factory.mktemp("ops")
+    spotline_env = {"SPOTLINE_STORE__ROOT": str(home / "store"), "SPOTLINE_INDEX__PATH": str(home / "index"),
+                    "SPOTLINE_EMBEDDING__WORKERS": "1"}
+    stack = LocalStack.start(home, spotline_env)
+    saved = {k: os.environ.get(k) for k in [*spotline_env, "PREFECT_API_URL"]}
+    os.environ.update({**spotline_env, "PREFECT_API_URL": stack.api})
+    try:
+        with temporary_settings({PREFECT_API_URL: stack.api}):
+            stack.start_worker("spotline-local", "main-1")
+            stack.start_worker("spotline-local-fallback", "fallback-1")
+            yield stack
+    finally:
+        stack.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
