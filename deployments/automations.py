@@ -2,8 +2,10 @@
 
 - ``spotline-heartbeat-lost``: a recoverable flow run that stops sending heartbeats for three
   intervals (SIGKILL, a host that vanished with its worker) is marked Crashed. It is Prefect's
-  "detect zombie flows" automation with one fix: a run rescheduled by SIGTERM (state
-  ``AwaitingRetry``) also ends the watch, or the automation would crash the run it just saved.
+  "detect zombie flows" automation with two fixes: a run rescheduled by SIGTERM (state
+  ``AwaitingRetry``) also ends the watch, or the automation would crash the run it just saved; and
+  entering Running starts the watch, or a run killed before its first heartbeat would stay
+  Running for ever.
 - ``spotline-recover``: a recoverable flow run that crashes starts the ``recover-interrupted``
   deployment, which resumes it, moves it to on-demand capacity, or stops it (runtime/recovery.py).
   The budget lives in that flow, not in the automation, so a run that crashes every time ends
@@ -38,7 +40,8 @@ def automations(heartbeat_s: int, recovery_deployment_id: UUID) -> list[Automati
                         "(three missed intervals): its host is gone. spotline-recover then takes over.",
             enabled=True,
             trigger=EventTrigger(
-                after={"prefect.flow-run.heartbeat"},
+                # Running starts the watch too: a run killed before its first heartbeat is caught.
+                after={"prefect.flow-run.heartbeat", "prefect.flow-run.Running"},
                 expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
                         "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed",
                         "prefect.flow-run.AwaitingRetry"},
