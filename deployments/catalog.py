@@ -188,13 +188,6 @@ def tags_of(d: Deployment) -> list[str]:
     return sorted({*d.tags, MANAGED_TAG, *([RECOVERABLE_TAG] if d.recoverable else [])})
 
 
-def by_name(name: str) -> Deployment:
-    for d in all_deployments():
-        if d.name == name:
-            return d
-    raise KeyError(f"no deployment named {name!r} (known: {', '.join(d.name for d in DEPLOYMENTS)})")
-
-
 def prefect_yaml(target: Target = "aws") -> dict[str, Any]:
     """prefect.yaml for `prefect deploy --all`, rendered from the list (committed; a test checks drift)."""
     code_dir = IMAGE_CODE_DIR if target == "aws" else "{{ $SPOTLINE_CODE_DIR }}"

@@ -19,6 +19,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
+import httpx
+
 from spotline.errors import TransientError
 from spotline.ingestion.notifications import CREATED, REMOVED, ObjectChange
 
@@ -52,14 +54,11 @@ def emit(client, events: list[dict[str, Any]], confirm_timeout_s: float = 15.0, 
                 raise EventsNotStored(f"the Prefect API answered {response.status_code} to {len(events)} event(s)")
             response.raise_for_status()
             break
-        except (EventsNotStored, OSError) as exc:
+        except (EventsNotStored, OSError, httpx.RequestError) as exc:  # httpx's transport errors are not OSErrors
             if attempt == attempts:
-                raise EventsNotStored(f"could not post {len(events)} event(s): {exc}") from None
-        except Exception as exc:  # httpx transport errors are not OSErrors
-            if type(exc).__module__.startswith("httpx") and attempt < attempts:
-                pass
-            else:
                 raise EventsNotStored(f"could not post {len(events)} event(s): {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # a refusal (4xx): posting it again changes nothing
+            raise EventsNotStored(f"could not post {len(events)} event(s): {type(exc).__name__}: {exc}") from None
         time.sleep(delay)
         delay *= 2
     wanted = {e["id"] for e in events}

@@ -115,9 +115,7 @@ def recover(client: SyncPrefectClient, flow_run_id: uuid.UUID, budget: int, fall
         client.set_flow_run_state(flow_run_id, Scheduled(name=RESCHEDULED, message=message))
         return Outcome("resume", message)
     if action == "fallback":
-        new = _submit_fallback(client, run)
-        message = (f"Spotline: interrupted {count} times on the Spot pool; continues as flow run {new.name} "
-                   f"({new.id}) on the on-demand pool")
+        new, message = _hand_off(client, run, count)
         client.set_flow_run_state(flow_run_id, Cancelled(message=message), force=True)
         return Outcome("fallback", message, new.id)
     last = (run.state.message or "no message")[:300]
@@ -125,6 +123,13 @@ def recover(client: SyncPrefectClient, flow_run_id: uuid.UUID, budget: int, fall
                f"budget of {budget}; not retried again. Looks like a bug, not a preemption. Last crash: {last}")
     client.set_flow_run_state(flow_run_id, Failed(message=message), force=True)
     return Outcome("give-up", message)
+
+
+def _hand_off(client: SyncPrefectClient, run: FlowRun, count: int) -> tuple[FlowRun, str]:
+    """Re-submit the run on the on-demand pool; returns the new run and the message that names it."""
+    new = _submit_fallback(client, run)
+    return new, (f"Spotline: interrupted {count} times on the Spot pool; continues as flow run {new.name} "
+                 f"({new.id}) on the on-demand pool")
 
 
 def _submit_fallback(client: SyncPrefectClient, run: FlowRun) -> FlowRun:
@@ -155,7 +160,5 @@ def hand_off_if_over_budget(budget: int) -> Any | None:
         count = len(interruptions(client, run.id))
         if decide(count, False, budget, 0) != "fallback":
             return None
-        new = _submit_fallback(client, run)
-    message = (f"Spotline: interrupted {count} times on the Spot pool; continues as flow run {new.name} "
-               f"({new.id}) on the on-demand pool")
+        _, message = _hand_off(client, run, count)
     return Cancelled(message=message)

@@ -24,6 +24,7 @@ from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.runtime import flow_run
 
+from runtime.recovery import Interruption, interruptions
 from spotline.costs import compute_cost, embedding_cost, usd
 from spotline.llm.gateway import UsageLedger
 from spotline.settings import PriceSettings
@@ -46,7 +47,7 @@ class RunReport:
     ledger: UsageLedger | None = None
     started: float = field(default_factory=time.perf_counter)
     embeddings: dict[str, EmbeddingTally] = field(default_factory=dict)
-    interruptions: list[dict[str, Any]] = field(default_factory=list)
+    interruptions: list[Interruption] = field(default_factory=list)
 
     def add_embeddings(self, model: str, tokens: int, texts: int, cache_hits: int = 0) -> None:
         t = self.embeddings.setdefault(model, EmbeddingTally())
@@ -85,7 +86,7 @@ class RunReport:
         seconds = self.seconds
         row("compute (this attempt)", f"{seconds:.1f} s x {self.vcpus:g} vCPU on Fargate Spot",
             compute_cost(self.prices, seconds, self.vcpus))
-        lost = [i["work_lost_s"] for i in self.interruptions]
+        lost = [i.work_lost_s for i in self.interruptions]
         row("interruptions survived", len(self.interruptions),
             f"work lost {sum(lost):.1f} s (max {max(lost):.1f} s)" if lost else "none")
         return rows
@@ -114,15 +115,12 @@ def run_report(flow: str, prices: PriceSettings, ledger: UsageLedger | None = No
                 get_run_logger().warning("run report not published: %s", exc)
 
 
-def interruptions_of_this_run() -> list[dict[str, Any]]:
+def interruptions_of_this_run() -> list[Interruption]:
     """Each time this flow run stopped without finishing and came back (runtime.recovery)."""
     run_id = flow_run.id
     if not run_id:
         return []
     from prefect.client.orchestration import get_client
 
-    from runtime.recovery import interruptions
-
     with get_client(sync_client=True) as client:
-        return [{"at": i.at.isoformat(), "as": i.kind, "work_lost_s": i.work_lost_s}
-                for i in interruptions(client, uuid.UUID(run_id))]
+        return interruptions(client, uuid.UUID(run_id))

@@ -67,7 +67,7 @@ def check_upload_prefix(prefix: str, system_prefix: str) -> None:
     if not prefix.strip("/"):
         raise BadIngestRequest("prefix must name a folder, such as 'corpus/'")
     _check_path("prefix", prefix)
-    if prefix.startswith(system_prefix) or prefix.rstrip("/") + "/" == system_prefix:
+    if Layout(system_prefix).owns(prefix):
         raise BadIngestRequest(f"prefix {prefix!r} is inside Spotline's own prefix {system_prefix!r}")
 
 

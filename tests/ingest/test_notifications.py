@@ -55,3 +55,18 @@ def test_the_s3_test_event_is_no_change_and_no_error():
 def test_anything_else_is_refused_with_a_reason(body, reason):
     with pytest.raises(BadNotification, match=reason):
         parse_message(body)
+
+
+@pytest.mark.parametrize("prefix", ["_spotline/", "_spotline", "_spotline/cache/", "/_spotline/"])
+def test_uploads_may_not_write_into_spotlines_own_prefix(prefix):
+    from spotline.ingestion.requests import BadIngestRequest, check_upload_prefix
+
+    with pytest.raises(BadIngestRequest):
+        check_upload_prefix(prefix, "_spotline/")
+
+
+def test_an_upload_prefix_that_only_starts_like_the_system_prefix_is_allowed():
+    from spotline.ingestion.requests import check_upload_prefix
+
+    check_upload_prefix("_spotline-docs/", "_spotline/")
+    check_upload_prefix("corpus/", "_spotline/")

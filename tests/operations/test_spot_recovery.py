@@ -9,11 +9,11 @@ import random
 import shutil
 import signal
 import time
-from pathlib import Path
 from uuid import UUID
 
 import pytest
 
+from runtime.writers import _pid_alive
 from tests.operations.conftest import PREFIX, flow_process, kill_tree, seed
 
 pytestmark = [pytest.mark.slow]
@@ -97,13 +97,7 @@ def sigterm_and_wait_rescheduled(stack, run) -> tuple[float, float]:
                       60, "the run to be rescheduled")
     rescheduled = time.monotonic() - sent
     deadline = time.monotonic() + 40
-    while True:
-        try:
-            os.kill(pid, 0)
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                break  # exited; its parent (the worker) has not reaped it yet
-        except (ProcessLookupError, FileNotFoundError):
-            break
+    while _pid_alive(pid):  # a zombie counts as gone: the worker may not have reaped it yet
         assert time.monotonic() < deadline, "the flow process did not exit after SIGTERM"
         time.sleep(0.1)
     assert back.state.name == "AwaitingRetry" or back.run_count > run.run_count, back.state
