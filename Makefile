@@ -7,7 +7,7 @@ UV := $(PYTHON) -m uv
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export UV_LINK_MODE := copy
 
-.PHONY: demo test test-fast bench bench-llm bench-huge bench-ops prompt-gate deploy worker watch env clean stop
+.PHONY: demo test test-fast bench bench-llm bench-huge bench-ops bench-start prompt-gate deploy worker watch env clean stop
 
 env: .venv/.synced
 
@@ -40,6 +40,10 @@ bench-huge: env
 bench-ops: env
 	$(UV) run --frozen --no-sync python bench/operations_bench.py
 
+## First contact: `spotline query` process time, single-object ingest latency, bulk throughput, ONNX vs torch.
+bench-start: env
+	$(UV) run --frozen --no-sync python bench/first_contact_bench.py
+
 ## LLM gateway benchmark: local tokens/s, cache-hit latency, gateway overhead at 64 concurrent calls.
 bench-llm: env
 	$(UV) run --frozen --no-sync python bench/llm_bench.py
@@ -61,7 +65,7 @@ watch: env
 	$(UV) run --frozen --no-sync python -m runtime.watcher
 
 stop:
-	$(UV) run --frozen --no-sync python -m deployments.devserver stop
+	@$(UV) run --frozen --no-sync python -m deployments.devserver stop
 
 clean: stop
 	rm -rf .spotline

@@ -10,11 +10,6 @@ from typing import Optional
 
 import typer
 
-# Without PREFECT_API_URL, a flow call starts Prefect's temporary server, and its default budget of
-# 20 s to come up is too tight on a busy 2-core machine (the first ingest failed there, having
-# done nothing). A user's own setting still wins.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Spotline: batch backbone of an LLM product.")
 
 
@@ -58,8 +53,8 @@ def upload(source_dir: Path, prefix: str = typer.Argument("corpus/")) -> None:
     report = upload_folder(store, source_dir, prefix)
     for path, reason in report.skipped:
         typer.echo(f"skipped {path}: {reason}", err=True)
-    typer.echo(f"uploaded {len(report.uploaded)} files to {store.uri(prefix)}"
-               + (f" ({len(report.skipped)} skipped)" if report.skipped else ""))
+    typer.echo(f"uploaded {len(report.uploaded)} files to {store.uri(prefix)}, {len(report.unchanged)} unchanged "
+               "(already there, byte for byte)" + (f", {len(report.skipped)} skipped" if report.skipped else ""))
 
 
 def _one_line(exc: BaseException | object) -> str:
@@ -68,15 +63,41 @@ def _one_line(exc: BaseException | object) -> str:
 
 
 def require_prefect() -> None:
-    """Stop before any work, with one clear line, when no Prefect API answers.
+    """Point this process at a Prefect server that answers, before any work is done.
 
-    With PREFECT_API_URL unset this starts the temporary server now (the flow run then reuses it),
-    so a slow start fails here and not half-way into a run.
+    PREFECT_API_URL set (yours, or the demo's): that server. Unset: the project's own local server
+    (deployments/devserver.py on 127.0.0.1:$PREFECT_PORT, default 4200, state under SPOTLINE_HOME),
+    started now if it is not running, with a start-up wait of up to 5 minutes as a busy machine
+    needs. Never Prefect's temporary in-process server: its start budget ran out on a loaded
+    2-core machine and the ingest died having done nothing. When no server answers, one line
+    says what to run, and nothing was done.
     """
+    if not os.environ.get("PREFECT_API_URL"):
+        if "prefect" in sys.modules:  # Prefect reads its settings once, at import: too late to redirect it
+            raise RuntimeError("require_prefect() must run before prefect is imported")
+        from deployments import devserver
+        from spotline.settings import get_settings
+
+        home = get_settings().home
+        port = int(os.environ.get("PREFECT_PORT", "4200"))
+        api = f"http://127.0.0.1:{port}/api"
+        if not devserver.healthy(api):
+            typer.echo(f"starting the local Prefect server on http://127.0.0.1:{port} "
+                       "(it keeps running; `make stop` stops it)...", err=True)
+            try:
+                devserver.start(home, port, timeout=300)
+            except (RuntimeError, TimeoutError, OSError) as exc:
+                typer.echo(f"error: the local Prefect server did not start: {_one_line(exc)}\n"
+                           f"Nothing was done. See {home / 'prefect-server.log'}; free port {port} or set "
+                           "PREFECT_PORT, or point PREFECT_API_URL at a running server.", err=True)
+                raise typer.Exit(2) from None
+        os.environ["PREFECT_API_URL"] = api
+        os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
 
-    where = PREFECT_API_URL.value() or "Prefect's temporary local server"
+    where = PREFECT_API_URL.value()
     try:
         with get_client(sync_client=True) as client:
             problem = client.api_healthcheck()
@@ -85,8 +106,8 @@ def require_prefect() -> None:
     if problem is not None:
         typer.echo(
             f"error: cannot reach the Prefect API ({where}): {_one_line(problem)}\n"
-            "Nothing was done. Start a server (`uv run prefect server start`) and set PREFECT_API_URL, "
-            "or try again when the machine is less busy.",
+            "Nothing was done. Start the local server (`make demo` or `python -m deployments.devserver start`) "
+            "and set PREFECT_API_URL, or unset it to let spotline start the project's own server.",
             err=True,
         )
         raise typer.Exit(2)
@@ -94,10 +115,6 @@ def require_prefect() -> None:
 
 def run_ingest(**params):
     """The ingest flow, ad hoc; a refused request is one line on stderr and exit code 2."""
-    from prefect.exceptions import FailedRun
-
-    from flows.ingest import ingest as ingest_flow
-
     for name, value in params.items():  # Prefect cannot even record a run whose parameters are not UTF-8
         if isinstance(value, str):
             try:
@@ -105,7 +122,11 @@ def run_ingest(**params):
             except UnicodeEncodeError:
                 typer.echo(f"error: input rejected: {name} {value!r} is not valid UTF-8", err=True)
                 raise typer.Exit(2) from None
-    require_prefect()
+    require_prefect()  # before Prefect is imported: it may choose the server this process talks to
+    from prefect.exceptions import FailedRun
+
+    from flows.ingest import ingest as ingest_flow
+
     try:
         return ingest_flow(**params)
     except FailedRun as exc:  # a refused request is exit code 2; any other failed run is 1

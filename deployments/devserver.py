@@ -1,7 +1,10 @@
 """Start and stop a local Prefect server (SQLite) on loopback, for the demo, tests and benchmarks.
 
-``python -m deployments.devserver start`` prints the API URL; ``stop`` ends it. The server's state
-(PREFECT_HOME, the SQLite database, the pid file) lives under the given home folder.
+``python -m deployments.devserver start`` prints the API URL; ``up`` is what the demo leaves behind:
+the server, the deployment catalog applied to it (work pools, deployments, automations, limits) and
+a process worker on ``spotline-local``, so the UI's Deployments page is filled and its Run button
+works; ``stop`` ends all of it. State (PREFECT_HOME, the SQLite database, pid files, logs) lives
+under the given home folder.
 """
 
 from __future__ import annotations
@@ -88,11 +91,55 @@ def stop_process(pid: int, grace: float = 15) -> None:
         pass
 
 
-def stop(home: Path = DEFAULT_HOME) -> None:
-    pid_file = home / "prefect-server.pid"
-    if pid_file.exists():
-        stop_process(int(pid_file.read_text()))
-        pid_file.unlink(missing_ok=True)
+def _alive(pid_file: Path) -> bool:
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def up(home: Path = DEFAULT_HOME, port: int = 4200, timeout: float = 300) -> str:
+    """Server (reused when one answers on the port), catalog applied, one worker on spotline-local.
+
+    Idempotent: a second call changes nothing and starts nothing twice. Returns the API URL.
+    """
+    api = f"http://127.0.0.1:{port}/api"
+    if not healthy(api):
+        start(home, port, timeout)
+    env = server_env(home, port)
+    # The catalog goes on with this machine's settings (store, index), as the worker will run them.
+    apply_ = subprocess.run([sys.executable, "-m", "deployments", "apply"], env=env, capture_output=True, text=True)
+    if apply_.returncode != 0:
+        raise RuntimeError(f"applying the deployment catalog failed:\n{apply_.stderr[-3000:]}")
+    summary = apply_.stdout.strip().splitlines()[-1:] or [""]
+    worker_pid = home / "worker.pid"
+    if not _alive(worker_pid):
+        # Flow runs start `prefect flow-run execute` from the venv's bin/, as on an ECS task.
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        env["PREFECT_LOGGING_LEVEL"] = "INFO"
+        log = open(home / "worker.log", "ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", "spotline-local", "--type", "process",
+             "--name", "spotline-local-worker"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        worker_pid.write_text(str(proc.pid))
+    print(f"catalog: {summary[0]}", file=sys.stderr)
+    return api
+
+
+def stop(home: Path = DEFAULT_HOME) -> list[str]:
+    """Stop what `up` left running (the worker, then the server); returns what was stopped."""
+    stopped = []
+    for name in ("worker", "prefect-server"):
+        pid_file = home / f"{name}.pid"
+        if pid_file.exists():
+            if _alive(pid_file):
+                stop_process(int(pid_file.read_text()))
+                stopped.append(name)
+            pid_file.unlink(missing_ok=True)
+    return stopped
 
 
 if __name__ == "__main__":
@@ -102,7 +149,11 @@ if __name__ == "__main__":
         port = int(sys.argv[2]) if len(sys.argv) > 2 else 4200
         _, api = start(home, port)
         print(api)
+    elif cmd == "up":
+        port = int(sys.argv[2]) if len(sys.argv) > 2 else 4200
+        print(up(home, port))
     elif cmd == "stop":
-        stop(home)
+        stopped = stop(home)
+        print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
     else:
-        sys.exit(f"usage: python -m deployments.devserver start [PORT] | stop")
+        sys.exit("usage: python -m deployments.devserver start [PORT] | up [PORT] | stop")

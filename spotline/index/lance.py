@@ -64,11 +64,9 @@ def _quote(values: Iterable[str]) -> str:
 
 class LanceIndex:
     def __init__(self, path: Path | str, name: str = "spotline-chunks"):
-        import lancedb
-
         self.path = Path(path)
         self.name = name
-        self.db = lancedb.connect(str(self.path), read_consistency_interval=timedelta(0))
+        self._db = None
         self._table = None
         self._schema: pa.Schema | None = None
         self._lock_path = self.path / f".{name}.writer.lock"
@@ -100,6 +98,26 @@ class LanceIndex:
                     os.close(fd)
 
     @property
+    def db(self):
+        """The LanceDB connection, opened on first write or table access. Importing lancedb takes
+        about 2 s here, half a query process's budget, so reads that can go to pylance do."""
+        if self._db is None:
+            import lancedb
+
+            self._db = lancedb.connect(str(self.path), read_consistency_interval=timedelta(0))
+        return self._db
+
+    def _dataset(self):
+        """The table's Lance dataset at its latest version, read with pylance (the format LanceDB
+        writes), or None if the table does not exist yet."""
+        import lance
+
+        uri = self.path / f"{self.name}.lance"
+        if not (uri / "_versions").is_dir():
+            return None
+        return lance.dataset(str(uri))
+
+    @property
     def table(self):
         if self._table is None:
             try:
@@ -109,17 +127,18 @@ class LanceIndex:
         return self._table
 
     def ensure(self, model_id: str, dimension: int) -> None:
-        table = self.table
-        if table is None:
+        dataset = self._dataset() if self._table is None else None
+        schema = self._table.schema if self._table is not None else (dataset.schema if dataset is not None else None)
+        if schema is None:
             with self.writing():
                 self._table = self.db.create_table(self.name, schema=_schema(model_id, dimension), exist_ok=True)
-            table = self._table
-        meta = table.schema.metadata or {}
+            schema = self._table.schema
+        meta = schema.metadata or {}
         have_model = meta.get(_MODEL_KEY, b"").decode()
         have_dim = int(meta.get(_DIM_KEY, b"0") or 0)
         if (have_model, have_dim) != (model_id, dimension):
             raise IndexModelMismatch(self.name, have_model, have_dim, model_id, dimension)
-        self._schema = table.schema
+        self._schema = schema
 
     def _columns(self, columns: list[str]) -> pa.Table:
         return self.table.to_lance().to_table(columns=columns)
@@ -191,9 +210,14 @@ class LanceIndex:
         return surplus
 
     def search(self, vector: Sequence[float], k: int = 5) -> list[SearchHit]:
-        if self.table is None:
+        # pylance's flat nearest-neighbour scan, what LanceDB's table.search() runs on a table with
+        # no vector index, without importing lancedb.
+        dataset = self._dataset()
+        if dataset is None:
             return []
-        rows = self.table.search(list(vector)).metric("cosine").limit(k).to_list()
+        query = {"column": "vector", "q": pa.array(vector, type=pa.float32()), "k": k, "metric": "cosine"}
+        columns = ["chunk_id", "source_uri", "title", "text", "chunk_index", "page_start", "start_char", "end_char"]
+        rows = dataset.to_table(columns=columns, nearest=query).to_pylist()
         return [
             SearchHit(
                 chunk_id=r["chunk_id"],

@@ -73,6 +73,11 @@ class ObjectStore(Protocol):
     def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
         """Write atomically: readers see the old or the new object, never half of one."""
 
+    def holds(self, key: str, data: bytes) -> bool:
+        """True when the object at key has exactly these bytes, checked as cheaply as the store
+        allows: what makes an upload a sync (identical bytes are not written again, so the
+        object's version, and everything keyed by it, survives)."""
+
     def put_if(self, key: str, data: bytes, expected_version: str | None, content_type: str | None = None) -> str:
         """Compare-and-swap: write only if the object's version is still ``expected_version``
         (None: only if there is no object). Returns the new version; raises VersionConflict."""

@@ -433,6 +433,16 @@ class LocalObjectStore:
         except (FileNotFoundError, IsADirectoryError):
             raise ObjectNotFound(key) from None
 
+    def holds(self, key: str, data: bytes) -> bool:
+        # A local file has no stored checksum: compare sizes, then bytes (a local read, no transfer).
+        info = self.head(key)
+        if info is None or info.set_aside_reason or info.size != len(data):
+            return False
+        try:
+            return self.get(key) == data
+        except (ObjectNotFound, UnsafeObject):
+            return False
+
     def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
         self._write(key, lambda fh: fh.write(data))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from pathlib import Path
@@ -38,6 +39,10 @@ def s3_client(settings: StoreSettings):
             "aws_secret_access_key": settings.secret_access_key.get_secret_value(),
         }
     return boto3.client("s3", endpoint_url=settings.endpoint_url, region_name=settings.region, config=config, **kwargs)
+
+
+# User metadata (x-amz-meta-sha256) every put records, so a later upload can tell identical bytes by a HEAD.
+SHA256_META = "sha256"
 
 
 class S3ObjectStore:
@@ -78,9 +83,29 @@ class S3ObjectStore:
                 raise ObjectNotFound(key) from None
             raise
 
+    def holds(self, key: str, data: bytes) -> bool:
+        # One HEAD, no download. Spotline's puts record the SHA-256 as user metadata. An object
+        # written by another tool may still be proven identical by a single-part ETag, which is
+        # the MD5 of the bytes unless SSE-KMS is on (then it never matches, and the object is
+        # simply written again: a wasted PUT, never a skipped change).
+        try:
+            resp = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
+                return False
+            raise
+        if resp["ContentLength"] != len(data):
+            return False
+        recorded = (resp.get("Metadata") or {}).get(SHA256_META)
+        if recorded:
+            return recorded == hashlib.sha256(data).hexdigest()
+        etag = resp["ETag"].strip('"')
+        return "-" not in etag and etag == hashlib.md5(data, usedforsecurity=False).hexdigest()
+
     def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
         extra = {"ContentType": content_type} if content_type else {}
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data,
+                               Metadata={SHA256_META: hashlib.sha256(data).hexdigest()}, **extra)
 
     def put_if(self, key: str, data: bytes, expected_version: str | None, content_type: str | None = None) -> str:
         # S3 conditional writes: If-None-Match: * creates only, If-Match: <etag> replaces only that version.

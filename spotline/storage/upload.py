@@ -6,6 +6,11 @@ FIFO must not hang the upload. So the folder is walked the way the local store w
 root (ConfinedFolder): links are followed only while they stay inside the source folder, only
 regular files are read, and whatever is left out is reported with a reason rather than dropped
 silently or fatal to the whole upload.
+
+An upload is a sync, as `aws s3 sync` is: a file whose bytes the store already holds under its key
+is not written again (ObjectStore.holds: a HEAD and a checksum on S3, a local comparison in the
+folder store). Its version, and so ingestion's record of it, survives; re-running the demo then
+reads and embeds nothing for unchanged documents.
 """
 
 from __future__ import annotations
@@ -30,13 +35,15 @@ _REASONS = {
 
 class UploadReport(BaseModel):
     uploaded: list[str] = Field(default_factory=list, description="keys written, in upload order")
+    unchanged: list[str] = Field(default_factory=list, description="keys that already held these exact bytes")
     skipped: list[tuple[str, str]] = Field(
         default_factory=list, description="(path relative to the source folder, why it was not uploaded)"
     )
 
 
 def upload_folder(store: ObjectStore, source_dir: Path, prefix: str) -> UploadReport:
-    """Put every regular file under source_dir into the store as `prefix/<relative path>`.
+    """Put every regular file under source_dir into the store as `prefix/<relative path>`,
+    unless the store already holds exactly those bytes there.
 
     Symlinks inside the folder are followed (a folder link too, without looping); a link out
     of it, a FIFO, socket or device, and a file that cannot be read are skipped and reported.
@@ -71,6 +78,9 @@ def upload_folder(store: ObjectStore, source_dir: Path, prefix: str) -> UploadRe
             report.skipped.append((rel, f"unreadable: {exc.strerror or type(exc).__name__}"))
             continue
         key = base + entry.key
+        if store.holds(key, data):
+            report.unchanged.append(key)
+            continue
         store.put(key, data)
         report.uploaded.append(key)
     return report

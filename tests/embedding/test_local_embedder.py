@@ -59,7 +59,7 @@ def test_available_cpus_reads_the_container_quota(tmp_path, files, expected):
 def test_pool_matches_in_process_then_recovers_from_a_dead_worker(shared_embedder):
     pooled = LocalEmbedder(EmbeddingSettings(kind="local", workers=2, pool_min_texts=100))
     try:
-        expected = shared_embedder.model.encode(TEXTS, batch_size=64, normalize_embeddings=True)
+        expected = shared_embedder.model.encode(TEXTS, 64)
         got = pooled.embed(TEXTS)
         assert pooled._pool is not None, "150 texts >= pool_min_texts must go to the pool"
         assert got.vectors.shape == (150, shared_embedder.dimension) and got.vectors.dtype == np.float32

@@ -51,6 +51,31 @@ def test_first_run_indexes_everything_then_unchanged_rerun_embeds_nothing(res, e
     assert (second.new, second.changed, second.unchanged, second.chunks_written) == (0, 0, 4, 0)
 
 
+def test_a_reupload_of_the_same_folder_leaves_the_next_run_nothing_to_read(res, embedder, tmp_path, monkeypatch):
+    from spotline.storage.local import LocalObjectStore
+    from spotline.storage.upload import upload_folder
+
+    src = tmp_path / "export"
+    for key, text in DOCS.items():
+        (src / key).parent.mkdir(parents=True, exist_ok=True)
+        (src / key).write_text(text)
+    upload_folder(res.store, src / "corpus", "corpus/")
+    ingest(prefix="corpus/")
+    report = upload_folder(res.store, src / "corpus", "corpus/")  # what re-running the demo does
+    assert report.uploaded == [] and len(report.unchanged) == len(DOCS)
+
+    reads = []
+    for name in ("get", "get_file"):
+        real = getattr(LocalObjectStore, name)
+        monkeypatch.setattr(LocalObjectStore, name,
+                            lambda self, key, *a, _real=real, **kw: (reads.append(key), _real(self, key, *a, **kw))[1])
+    embedder.reset()
+    second = ingest(prefix="corpus/")
+    assert (second.new, second.changed, second.unchanged) == (0, 0, len(DOCS))
+    assert [k for k in reads if k.startswith("corpus/")] == [], "an unchanged document was read"
+    assert embedder.calls == 0
+
+
 def test_edit_reembeds_only_the_changed_chunks(res, embedder):
     put_all(res.store, DOCS)
     ingest(prefix="corpus/")

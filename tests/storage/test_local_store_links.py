@@ -190,6 +190,9 @@ class MemoryStore:
     def put(self, key, data, content_type=None):
         self.objects[key] = data
 
+    def holds(self, key, data):
+        return self.objects.get(key) == data
+
 
 @pytest.fixture
 def source(tmp_path, outside) -> Path:

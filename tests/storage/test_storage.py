@@ -35,6 +35,9 @@ class PrefixedStore:
     def put(self, key, data, content_type=None):
         self.inner.put(self.prefix + key, data, content_type)
 
+    def holds(self, key, data):
+        return self.inner.holds(self.prefix + key, data)
+
     def put_if(self, key, data, expected_version, content_type=None):
         return self.inner.put_if(self.prefix + key, data, expected_version, content_type)
 
@@ -69,6 +72,43 @@ def test_put_get_head_delete_roundtrip(store):
     with pytest.raises(ObjectNotFound):
         store.get("docs/a.md")
     store.delete("docs/a.md")  # deleting a missing key is not an error
+
+
+def test_an_upload_of_identical_bytes_writes_nothing_and_keeps_every_version(store, tmp_path):
+    from spotline.storage.upload import upload_folder
+
+    src = tmp_path / "src"
+    (src / "guides").mkdir(parents=True)
+    (src / "guides" / "a.md").write_bytes(b"# a\nalpha")
+    (src / "b.md").write_bytes(b"# b\nbeta")
+    first = upload_folder(store, src, "corpus/")
+    assert sorted(first.uploaded) == ["corpus/b.md", "corpus/guides/a.md"] and first.unchanged == []
+    versions = {o.key: o.version for o in store.list("corpus/")}
+
+    again = upload_folder(store, src, "corpus/")
+    assert again.uploaded == [] and sorted(again.unchanged) == sorted(versions)
+    assert {o.key: o.version for o in store.list("corpus/")} == versions, "a version changed without a write"
+
+    (src / "b.md").write_bytes(b"# b\nBETA")  # same size, other bytes: must be written
+    edited = upload_folder(store, src, "corpus/")
+    assert edited.uploaded == ["corpus/b.md"] and edited.unchanged == ["corpus/guides/a.md"]
+    assert store.get("corpus/b.md") == b"# b\nBETA"
+    assert store.head("corpus/b.md").version != versions["corpus/b.md"]
+    assert store.head("corpus/guides/a.md").version == versions["corpus/guides/a.md"]
+
+
+def test_holds_is_false_for_a_missing_object_or_other_bytes(store):
+    assert not store.holds("nothing/here.md", b"x")
+    store.put("docs/a.md", b"hello")
+    assert store.holds("docs/a.md", b"hello")
+    assert not store.holds("docs/a.md", b"hellO") and not store.holds("docs/a.md", b"hello!")
+
+
+def test_s3_holds_recognises_identical_bytes_another_tool_wrote(s3_store):
+    key = f"t-{uuid.uuid4().hex[:10]}/console.md"  # no sha256 metadata: the single-part ETag (MD5) decides
+    s3_store.client.put_object(Bucket=s3_store.bucket, Key=key, Body=b"uploaded from the console")
+    assert s3_store.holds(key, b"uploaded from the console")
+    assert not s3_store.holds(key, b"uploaded from the consolE")
 
 
 def test_list_is_prefix_scoped_and_sorted(store):
