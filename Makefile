@@ -28,7 +28,7 @@ test: env
 test-fast: env
 	$(UV) run --frozen --no-sync pytest -q -m "not slow"
 
-## Benchmarks (bench/README.md): prints the ratios side by side.
+## The ingestion benchmark (README "Benchmark"): Spotline vs the bare model vs LlamaIndex, side by side.
 bench: env
 	$(UV) run --frozen --no-sync python bench/ingest_bench.py
 

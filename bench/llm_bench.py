@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """LLM gateway benchmark: local model speed, cache-hit latency, gateway overhead. One run, side by side.
 
-    make bench-llm                      # about 4 minutes on 2 cores
+    make bench-llm                      # 4 minutes on a quiet 2-core machine, 10 or more on a loaded one
     python bench/llm_bench.py --calls 640 --gen-tokens 128
 
 1. Local model (Gemma 3 270M Q4_K_M, llama.cpp, CPU): output tokens/s generating free text, and

@@ -29,6 +29,17 @@ def setup() -> None:
     typer.echo(f"index {res.index.name!r} ready for {spec.model_id} (dim {spec.dimension})")
 
 
+@app.command("export-model")
+def export_model() -> None:
+    """Export the local embedding model to ONNX now (once per weights; e.g. when building an image)."""
+    from spotline.embedding.local import model_path
+    from spotline.embedding.onnx import ensure_onnx
+    from spotline.settings import get_settings
+
+    e = get_settings().embedding
+    typer.echo(f"ONNX model ready: {ensure_onnx(model_path(e), e.onnx_cache_dir)}")
+
+
 @app.command()
 def upload(source_dir: Path, prefix: str = typer.Argument("corpus/")) -> None:
     """Copy a local folder into the object store under PREFIX (local folder or S3).
@@ -148,14 +159,15 @@ def ingest(
         full_sync=full_sync, force=force,
     )
     typer.echo(summary.model_dump_json(indent=2, exclude={"set_aside"}))
-    for item in summary.set_aside:
-        typer.echo(f"set aside: {item['key']}: {item['reason']} ({item['detail']})")
+    if summary.set_aside:  # each one is already in the run's log above, once
+        typer.echo(f"{len(summary.set_aside)} set aside: the warnings above and the 'ingest-set-aside' artifact "
+                   "say which and why")
 
 
 @app.command()
 def query(question: str, k: int = typer.Option(5, "-k"), as_json: bool = typer.Option(False, "--json")) -> None:
     """Top-k chunks for a question, with source, score and text."""
-    from spotline.query import search
+    from spotline.query import search, snippet
 
     hits = search(question, k)
     if as_json:
@@ -164,7 +176,7 @@ def query(question: str, k: int = typer.Option(5, "-k"), as_json: bool = typer.O
     for rank, h in enumerate(hits, 1):
         page = f" p.{h.page_start}" if h.page_start else ""
         typer.echo(f"{rank}. [{h.score:.3f}] {h.title} — {h.source_uri}{page}")
-        typer.echo("   " + " ".join(h.text.split())[:240])
+        typer.echo("   " + snippet(h.text, question))
 
 
 @app.command()
@@ -174,7 +186,7 @@ def demo(
     prefix: str = typer.Option("corpus/help-centre/"),
 ) -> None:
     """Upload the sample help centre, ingest it, and answer the three demo questions."""
-    from spotline.query import search
+    from spotline.query import search, snippet
 
     upload(corpus, prefix)
     summary = run_ingest(prefix=prefix)
@@ -182,8 +194,9 @@ def demo(
         f"\ningested: {summary.new} new, {summary.changed} changed, {summary.unchanged} unchanged, "
         f"{summary.deleted} deleted, {summary.failed} set aside; {summary.index_chunks} chunks in the index"
     )
-    for item in summary.set_aside:
-        typer.echo(f"  set aside {item['key']}: {item['reason']} ({item['detail']})")
+    if summary.set_aside:  # each one is already in the run's log above, once
+        typer.echo("  the set-aside files are listed once in the run's log above, and in the 'ingest-set-aside' "
+                   "artifact, with their reasons")
     ok = True
     for q in json.loads(queries.read_text()):
         hits = search(q["question"], 3)
@@ -195,7 +208,7 @@ def demo(
         typer.echo(f"   {'✓' if hit_ok else '✗'} top hit: {where} — {top.title if top else 'no hits'}"
                    + (f" (score {top.score:.3f})" if top else ""))
         if top:
-            typer.echo("   " + " ".join(top.text.split())[:200])
+            typer.echo("   " + snippet(top.text, q["question"]))
     if not ok:
         typer.echo("\nsome demo questions did not find their expected document", err=True)
         raise typer.Exit(1)

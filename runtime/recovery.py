@@ -22,6 +22,7 @@ Every interruption is read back from the flow run's own state history (no counte
 
 from __future__ import annotations
 
+from spotline.errors import brief
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -74,7 +75,7 @@ def interruptions(client: SyncPrefectClient, flow_run_id: uuid.UUID) -> list[Int
         last = max((t for t in done if start <= t <= state.timestamp), default=start)
         found.append(Interruption(at=state.timestamp, kind="crashed" if crashed else "rescheduled",
                                   work_lost_s=round(max((state.timestamp - last).total_seconds(), 0.0), 1),
-                                  message=(state.message or "")[:300]))
+                                  message=brief(state.message or "")))
         running_since = None
     return found
 
@@ -118,7 +119,7 @@ def recover(client: SyncPrefectClient, flow_run_id: uuid.UUID, budget: int, fall
         new, message = _hand_off(client, run, count)
         client.set_flow_run_state(flow_run_id, Cancelled(message=message), force=True)
         return Outcome("fallback", message, new.id)
-    last = (run.state.message or "no message")[:300]
+    last = brief(run.state.message or "no message")
     message = (f"Spotline: crashed {count} times on the on-demand pool (budget {fallback_budget}), after its Spot "
                f"budget of {budget}; not retried again. Looks like a bug, not a preemption. Last crash: {last}")
     client.set_flow_run_state(flow_run_id, Failed(message=message), force=True)

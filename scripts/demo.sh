@@ -20,7 +20,7 @@ cat <<MSG
 
 The stack keeps running. Prefect UI: http://127.0.0.1:$PORT
   Runs        -> the 'ingest-documents' run: its task runs (list-sources, plan-sync, ingest-batch-N...) and logs
-  Artifacts   -> 'ingest-documents-run-report' and 'ingest-summary' (documents, chunks, tokens, time, cost),
+  Artifacts   -> 'ingest-run-report' and 'ingest-summary' (documents, chunks, tokens, time, cost),
                  'ingest-set-aside' (the sample's deliberately broken files and why)
   Deployments -> ingest-nightly, ingest-adhoc, ingest-on-upload, prompt-gate (and their fallback twins):
                  "Run" on ingest-adhoc is picked up by the worker on the spotline-local pool

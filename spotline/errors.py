@@ -107,3 +107,17 @@ def _opensearch_kind(exc: BaseException) -> Kind | None:
         status = exc.status_code if isinstance(exc.status_code, int) else 0
         return "transient" if status == 429 or status >= 500 else "permanent"
     return None
+
+
+def brief(text: object, limit: int = 500) -> str:
+    """One line of at most `limit` characters for a log, an artifact or a set-aside reason.
+
+    Cut at a word boundary with an ellipsis, never mid-word: a reader can tell that something
+    follows, and "Invalid control character at" no longer looks like the whole message.
+    """
+    line = " ".join(str(text).split())
+    if len(line) <= limit:
+        return line
+    cut = line[: limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:") + "…"

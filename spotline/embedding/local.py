@@ -85,6 +85,9 @@ class TorchModel:
     def __init__(self, settings: EmbeddingSettings):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: the weights ship in the package
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar per process is noise in a run's log
 
         self.st = SentenceTransformer(str(model_path(settings)), device=settings.device, local_files_only=True)
 

@@ -216,7 +216,8 @@ class LanceIndex:
         if dataset is None:
             return []
         query = {"column": "vector", "q": pa.array(vector, type=pa.float32()), "k": k, "metric": "cosine"}
-        columns = ["chunk_id", "source_uri", "title", "text", "chunk_index", "page_start", "start_char", "end_char"]
+        columns = ["chunk_id", "source_uri", "title", "text", "chunk_index", "page_start", "start_char", "end_char",
+                   "_distance"]
         rows = dataset.to_table(columns=columns, nearest=query).to_pylist()
         return [
             SearchHit(

@@ -18,7 +18,7 @@ from bs4 import BeautifulSoup
 from charset_normalizer import from_bytes
 from charset_normalizer.utils import any_specified_encoding
 
-from spotline.errors import PermanentError
+from spotline.errors import PermanentError, brief
 
 SUPPORTED = {".md", ".markdown", ".txt", ".text", ".html", ".htm", ".json", ".jsonl", ".pdf"}
 
@@ -309,11 +309,17 @@ def _json_record(b: _Builder, obj: object) -> str:
     return ""
 
 
+def _json_error(exc: json.JSONDecodeError, line: int) -> str:
+    # json's own messages end in " at" and expect the position after them ("Invalid control
+    # character at"): said on its own, the message reads as if it had been cut off.
+    return f"invalid JSON: {exc.msg.removesuffix(' at')} at line {line}, column {exc.colno}"
+
+
 def parse_json(text: str, key: str) -> ParsedDocument:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SetAside("corrupt", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        raise SetAside("corrupt", _json_error(exc, exc.lineno)) from None
     b = _Builder()
     title = _json_record(b, obj)
     return b.build(title or _stem_title(key), "json")
@@ -327,7 +333,7 @@ def parse_jsonl(text: str, key: str) -> ParsedDocument:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise SetAside("corrupt", f"invalid JSON on line {lineno}: {exc.msg}") from None
+            raise SetAside("corrupt", _json_error(exc, lineno)) from None
         _json_record(b, obj)
     return b.build(_stem_title(key), "jsonl")
 
@@ -356,7 +362,7 @@ def parse_pdf(data: bytes, key: str) -> ParsedDocument:
     except SetAside:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
-        raise SetAside("corrupt", f"unreadable PDF ({type(exc).__name__}: {str(exc)[:120]})") from None
+        raise SetAside("corrupt", f"unreadable PDF ({type(exc).__name__}: {brief(exc, 300)})") from None
     if not pages:
         raise SetAside("corrupt", "PDF has no pages")
     if not b.parts:

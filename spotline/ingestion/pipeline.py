@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from spotline.ingestion.chunking import Chunk
 from spotline.embedding.base import EmbeddingError, EmbeddingUsage
 from spotline import interrupts
-from spotline.errors import classify, is_transient
+from spotline.errors import brief, classify, is_transient
 from spotline.index.records import ChunkRecord, DocumentState
 from spotline.storage.base import ObjectInfo
 from spotline.hashing import sha256_hex
@@ -221,7 +221,9 @@ def _set_aside(res: Resources, doc: _Doc, reason: str, detail: str, run_id: str 
     }
     res.store.put(quarantine_key(res, doc.info.uri), json.dumps(record, indent=2).encode(), "application/json")
     doc.outcome = DocOutcome(source_uri=doc.info.uri, key=doc.info.key, status="failed", reason=reason, detail=detail)
-    log.warning("set aside %s: %s (%s)", doc.info.key, reason, detail)
+    # Info, not warning: the flow reports each set-aside file once, as a warning on its run's log
+    # (this logger is not Prefect's, and Python would print a warning here to stderr a second time).
+    log.info("set aside %s: %s (%s)", doc.info.key, reason, detail)
 
 
 def _embed_missing(
@@ -262,7 +264,7 @@ def _embed_missing(
             try:
                 b = res.embedder.embed([c.embed_text for c in todo])
             except EmbeddingError as exc:
-                _set_aside(res, doc, "embedding-error", str(exc)[:300], run_id)
+                _set_aside(res, doc, "embedding-error", brief(exc), run_id)
                 continue
             account(b.usage, [c.chunk_hash for c in todo])
             fresh.update({c.chunk_hash: v for c, v in zip(todo, b.vectors)})
@@ -307,7 +309,7 @@ def _read_and_parse(res: Resources, doc: _Doc, run_id: str | None) -> ParsedDocu
     except Exception as exc:
         if is_transient(exc):
             raise  # the task retries the batch
-        _set_aside(res, doc, "unreadable", f"{type(exc).__name__}: {str(exc)[:200]}", run_id)
+        _set_aside(res, doc, "unreadable", f"{type(exc).__name__}: {brief(exc)}", run_id)
         return None
     doc.doc_hash = sha256_hex(data)
     try:
@@ -323,7 +325,7 @@ def _read_and_parse(res: Resources, doc: _Doc, run_id: str | None) -> ParsedDocu
         # every later document, run after run; only a transient failure retries the batch.
         if is_transient(exc):
             raise
-        _set_aside(res, doc, "corrupt", f"could not parse ({type(exc).__name__}: {str(exc)[:200]})", run_id)
+        _set_aside(res, doc, "corrupt", f"could not parse ({type(exc).__name__}: {brief(exc)})", run_id)
     return None
 
 
@@ -393,7 +395,7 @@ def _chunk(res: Resources, doc: _Doc, parsed: ParsedDocument, run_id: str | None
     except Exception as exc:
         if is_transient(exc):
             raise
-        _set_aside(res, doc, "corrupt", f"could not chunk ({type(exc).__name__}: {str(exc)[:200]})", run_id)
+        _set_aside(res, doc, "corrupt", f"could not chunk ({type(exc).__name__}: {brief(exc)})", run_id)
 
 
 def _records(res: Resources, doc: _Doc, chunks: list[Chunk]) -> list[ChunkRecord]:
@@ -526,7 +528,7 @@ def _upsert(
         partial: list[str] = []
         for doc in live:
             if doc.info.uri in bad:  # keep its previous version whole: remove the new chunks that did land
-                _set_aside(res, doc, "index-rejected", str(exc)[:300], run_id)
+                _set_aside(res, doc, "index-rejected", brief(exc), run_id)
                 old_ids = doc.state.chunk_ids if doc.state else set()
                 partial.extend(r.chunk_id for r in records if r.source_uri == doc.info.uri and r.chunk_id not in old_ids)
                 partial.extend(new_ids.pop(doc.info.uri, set()) - old_ids)

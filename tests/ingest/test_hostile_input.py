@@ -102,6 +102,30 @@ def test_cli_stops_before_any_work_when_prefect_cannot_be_reached(res, tmp_path)
     assert not res.settings.index.path.exists(), "no index was created"
 
 
+@pytest.mark.slow
+def test_cli_without_an_api_url_starts_no_temporary_server_and_says_what_to_do(res, tmp_path):
+    import socket
+
+    # Something that is not Prefect holds the project's port: its server cannot start there, and
+    # the CLI must neither fall back to Prefect's temporary in-process server nor do any work.
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    port = squatter.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_PORT=str(port), SPOTLINE_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
+    put_all(res.store, DOCS)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "cli.main", "ingest", "--prefix", "corpus/"],
+                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=400)
+    finally:
+        squatter.close()
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "error: the local Prefect server did not start" in proc.stderr and "Nothing was done" in proc.stderr
+    assert "temporary" not in proc.stderr.lower() and "Traceback" not in proc.stderr
+    assert not res.settings.index.path.exists(), "no index was created"
+
+
 def test_symlinks_leaving_the_store_are_set_aside_and_never_read(res, embedder, tmp_path):
     outside = tmp_path / "outside"
     (outside / "folder").mkdir(parents=True)

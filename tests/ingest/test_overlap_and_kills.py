@@ -205,11 +205,11 @@ def test_twenty_kills_at_batch_boundaries_then_a_rerun_equals_a_clean_run(monkey
     assert sum(1 for o in outcomes if o[3] < len(clean)) >= 15, "work saved before a kill is not redone"
 
 
-@pytest.mark.timeout(900)  # three cold processes that import torch, plus a temporary Prefect server each
+@pytest.mark.timeout(900)  # cold processes that import torch for the pool, and a server's first start
 def test_sigterm_to_the_cli_process_group_ends_everything_within_10_s_and_a_rerun_equals_a_clean_run(
         monkeypatch, tmp_path, shared_embedder):
-    """What `docker stop` / a Spot reclaim does to `spotline ingest` with Prefect's temporary server:
-    the whole process group gets SIGTERM, the server dies with the CLI, the embedding pool is busy."""
+    """What `docker stop` / a Spot reclaim does to `spotline ingest`: the CLI's whole process group gets
+    SIGTERM while the embedding pool is busy (the project's Prefect server runs in its own session)."""
     import subprocess
     import sys
 
@@ -217,8 +217,13 @@ def test_sigterm_to_the_cli_process_group_ends_everything_within_10_s_and_a_reru
 
     seed(tmp_path / "store")
     clean, _ = clean_run(monkeypatch, tmp_path, shared_embedder)
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # the CLI starts a temporary server
-    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PYTHONPATH=str(ROOT),
+    from deployments import devserver
+
+    # No PREFECT_API_URL: the CLI starts the project's own server (here on a free port, under this
+    # test's home), which outlives the CLI as it does for a user; the test stops it at the end.
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "PREFECT_HOME")}
+    home = tmp_path / "spotline-home"
+    env.update(SPOTLINE_HOME=str(home), PREFECT_PORT=str(devserver.free_port()), PYTHONPATH=str(ROOT),
                SPOTLINE_STORE__ROOT=str(tmp_path / "store"), SPOTLINE_INDEX__PATH=str(tmp_path / "index"),
                SPOTLINE_INGEST__BATCH_DOCUMENTS="8", SPOTLINE_EMBEDDING__POOL_MIN_TEXTS="8",
                SPOTLINE_EMBEDDING__WORKERS="2")
@@ -227,7 +232,7 @@ def test_sigterm_to_the_cli_process_group_ends_everything_within_10_s_and_a_reru
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     shards = tmp_path / "store" / "_spotline" / "cache" / "embeddings"
     try:
-        deadline = time.monotonic() + 400  # torch import, the pool's start and the temporary server
+        deadline = time.monotonic() + 400  # the server's first start, torch import and the pool's start
         while len(list(shards.rglob("*.npz"))) < 8:
             assert proc.poll() is None, (tmp_path / "cli.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "the run made no progress"
@@ -242,7 +247,7 @@ def test_sigterm_to_the_cli_process_group_ends_everything_within_10_s_and_a_reru
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
     assert took < 10, f"SIGTERM took {took:.1f} s to end `spotline ingest`"
-    gone = time.monotonic() + 15  # the server and the pool's workers go too, not only the CLI
+    gone = time.monotonic() + 15  # the pool's workers go too, not only the CLI
     while time.monotonic() < gone:
         try:
             os.killpg(proc.pid, 0)
@@ -252,10 +257,13 @@ def test_sigterm_to_the_cli_process_group_ends_everything_within_10_s_and_a_reru
     else:
         pytest.fail("processes of the killed group are still running 15 s later")
 
-    # The same command again, on the same Prefect home: its temporary server died holding the writer
-    # slot, whose lease only that server knew. The re-run must free it, not wait for ever.
-    rerun = subprocess.run([sys.executable, "-m", "cli.main", "ingest", "--prefix", PREFIX], env=env, cwd=ROOT,
-                           capture_output=True, text=True, timeout=400)
+    # The same command again, on the same server: the killed run may have left the writer slot
+    # held. The re-run must recognise its dead holder and free it, not wait for ever.
+    try:
+        rerun = subprocess.run([sys.executable, "-m", "cli.main", "ingest", "--prefix", PREFIX], env=env, cwd=ROOT,
+                               capture_output=True, text=True, timeout=400)
+    finally:
+        devserver.stop(home)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     print("re-run after SIGTERM:", [line for line in rerun.stderr.splitlines() if "writer slot" in line])
     assert use_settings(monkeypatch, tmp_path).index.all_records() == clean

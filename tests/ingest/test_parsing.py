@@ -331,3 +331,19 @@ def test_a_declared_charset_the_detector_confirms_wins_over_the_western_default(
     html = f'<html><head><meta charset="windows-1250"><title>Parola</title></head><body><p>{text}</p></body></html>'
     doc = parse_document("kb/parola.html", html.encode("cp1250"))  # undeclared, it reads "expirã în douã"
     assert doc.text == text and doc.encoding == "cp1250"
+
+
+def test_a_json_error_names_its_position_and_never_reads_as_cut_off():
+    with pytest.raises(SetAside) as err:
+        parse_document("faq/ctl.jsonl", b'{"question": "a", "answer": "b"}\n{"question": "bad\tvalue"}\n')
+    assert err.value.detail == "invalid JSON: Invalid control character at line 2, column 18"  # the tab after "bad"
+
+
+def test_brief_cuts_long_details_at_a_word_with_an_ellipsis():
+    from spotline.errors import brief
+
+    words = " ".join(f"word{i}" for i in range(200))
+    short = brief(words, 60)
+    assert len(short) <= 60 and short.endswith("…")
+    assert short[:-1].split(" ")[-1] in words.split(" "), "the cut falls between words"
+    assert brief("line one\n  line two", 60) == "line one line two"
