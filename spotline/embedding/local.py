@@ -105,7 +105,14 @@ def load_model(settings: EmbeddingSettings, runtime: str, threads: int):
     from spotline.embedding.onnx import OnnxModel, ensure_onnx
 
     path = model_path(settings)
-    return OnnxModel(ensure_onnx(path, settings.onnx_cache_dir), path, threads=threads)
+    onnx = ensure_onnx(path, settings.onnx_cache_dir)
+    try:
+        return OnnxModel(onnx, path, threads=threads)
+    except Exception:  # onnxruntime raises its own untyped errors for a file it cannot load
+        # Exports are moved into place whole, so a file that does not load was damaged afterwards
+        # (a disk error, a bad copy into an image): export it again, once, rather than fail every run.
+        onnx.unlink(missing_ok=True)
+        return OnnxModel(ensure_onnx(path, settings.onnx_cache_dir), path, threads=threads)
 
 
 def encode(model, texts: list[str], batch_size: int) -> np.ndarray:

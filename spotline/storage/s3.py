@@ -66,14 +66,17 @@ class S3ObjectStore:
             for obj in page.get("Contents", []):
                 yield self._info(obj["Key"], obj["Size"], obj["ETag"])
 
-    def head(self, key: str) -> ObjectInfo | None:
+    def _head_object(self, key: str) -> dict | None:
         try:
-            resp = self.client.head_object(Bucket=self.bucket, Key=key)
+            return self.client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in _MISSING:
                 return None
             raise
-        return self._info(key, resp["ContentLength"], resp["ETag"])
+
+    def head(self, key: str) -> ObjectInfo | None:
+        resp = self._head_object(key)
+        return None if resp is None else self._info(key, resp["ContentLength"], resp["ETag"])
 
     def get(self, key: str) -> bytes:
         try:
@@ -88,13 +91,8 @@ class S3ObjectStore:
         # written by another tool may still be proven identical by a single-part ETag, which is
         # the MD5 of the bytes unless SSE-KMS is on (then it never matches, and the object is
         # simply written again: a wasted PUT, never a skipped change).
-        try:
-            resp = self.client.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _MISSING:
-                return False
-            raise
-        if resp["ContentLength"] != len(data):
+        resp = self._head_object(key)
+        if resp is None or resp["ContentLength"] != len(data):
             return False
         recorded = (resp.get("Metadata") or {}).get(SHA256_META)
         if recorded:

@@ -89,6 +89,13 @@ def test_the_export_runs_offline_once_and_the_next_start_never_imports_torch(tmp
     after = path.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns), "the export was redone"
 
+    # A cached file damaged after the export (a bad copy into an image) is exported again, once.
+    path.write_bytes(path.read_bytes()[: after.st_size // 2])
+    embedder = LocalEmbedder(EmbeddingSettings(kind="local", workers=1, onnx_cache_dir=cache))
+    vector = embedder.embed(["How do I get a refund?"]).vectors
+    assert vector.shape == (1, 384) and abs(float((vector * vector).sum()) - 1.0) < 1e-4
+    assert path.stat().st_size == after.st_size, "the damaged file was not replaced by a fresh export"
+
 
 def test_other_weights_get_their_own_export(tmp_path):
     from spotline.embedding.local import model_path
