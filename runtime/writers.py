@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterator
 from uuid import UUID
 
+import httpx
 from prefect import get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import (
@@ -84,14 +85,25 @@ def _read_record(client, limit: str) -> dict[str, Any] | None:
 
 
 def _write_record(client, limit: str, record: dict[str, Any]) -> None:
+    """Create or replace the holder record; a stale record may vanish between our read and our write.
+
+    The previous holder deletes its record as it gives the slot back, and this run may already hold
+    the slot by then, so "exists" can turn into "not found" under our feet: try again from the top.
+    """
     name = _record_name(limit)
-    if client.read_variable_by_name(name) is not None:
-        client.update_variable(VariableUpdate(name=name, value=record))
-        return
-    try:
-        client.create_variable(VariableCreate(name=name, value=record))
-    except ObjectAlreadyExists:  # a stale record written meanwhile: ours replaces it
-        client.update_variable(VariableUpdate(name=name, value=record))
+    for _ in range(5):
+        try:
+            client.create_variable(VariableCreate(name=name, value=record))
+            return
+        except ObjectAlreadyExists:  # a stale record: ours replaces it
+            pass
+        try:
+            client.update_variable(VariableUpdate(name=name, value=record))
+            return
+        except httpx.HTTPStatusError as exc:  # Prefect's client raises a bare 404 here
+            if exc.response.status_code != 404:
+                raise
+    raise RuntimeError(f"could not write the writer record {name!r}: it kept appearing and vanishing")
 
 
 def _delete_record_if(client, limit: str, record: dict[str, Any]) -> None:
@@ -197,8 +209,9 @@ def index_writer(index_name: str, lease_s: float) -> Iterator[float]:
             yield waited
     finally:
         try:
-            release_concurrency_slots_with_lease(lease.lease_id)
+            # Record first, slot second: once the slot is free the next holder writes its own record.
             with get_client(sync_client=True) as client:
                 _delete_record_if(client, name, record)
+            release_concurrency_slots_with_lease(lease.lease_id)
         except Exception as exc:  # noqa: BLE001 - never mask why the body ended; the next run frees it
             log.warning("could not give back the writer slot %r (%s); the next run will free it", name, exc)
