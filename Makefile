@@ -6,12 +6,16 @@ PYTHON ?= python3
 UV := $(PYTHON) -m uv
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export UV_LINK_MODE := copy
+# Compile every installed module to bytecode once, at install. Without it a process whose Python may
+# not write .pyc files (PYTHONDONTWRITEBYTECODE=1, a read-only image) compiles ~700 modules from
+# source on every start: 1.9 s of a 3.5 s `spotline query` on the machine this was measured on.
+export UV_COMPILE_BYTECODE := 1
 
 .PHONY: demo test test-fast bench bench-llm bench-huge bench-ops bench-start prompt-gate deploy worker watch env clean stop
 
-env: .venv/.synced
+env: .venv/.synced-bytecode
 
-.venv/.synced: pyproject.toml uv.lock
+.venv/.synced-bytecode: pyproject.toml uv.lock
 	@$(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 	$(UV) sync --frozen --all-extras
 	@touch $@

@@ -79,29 +79,12 @@ def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     return max(1, n)
 
 
-class TorchModel:
-    """sentence-transformers behind the same `encode(texts, batch_size)` as OnnxModel."""
-
-    def __init__(self, settings: EmbeddingSettings):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: the weights ship in the package
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # a "Loading weights" bar per process is noise in a run's log
-
-        self.st = SentenceTransformer(str(model_path(settings)), device=settings.device, local_files_only=True)
-
-    def encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
-        return self.st.encode(
-            list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-            show_progress_bar=False,
-        ).astype(np.float32, copy=False)
-
-
 def load_model(settings: EmbeddingSettings, runtime: str, threads: int):
     """A model with `encode(texts, batch_size)`: ONNX Runtime (exported on first use) or torch."""
     if runtime == "torch" or settings.device != "cpu":
-        return TorchModel(settings)
+        from spotline.embedding.torch_model import TorchModel
+
+        return TorchModel(model_path(settings), settings.device)
     from spotline.embedding.onnx import OnnxModel, ensure_onnx
 
     path = model_path(settings)
@@ -113,10 +96,6 @@ def load_model(settings: EmbeddingSettings, runtime: str, threads: int):
         # (a disk error, a bad copy into an image): export it again, once, rather than fail every run.
         onnx.unlink(missing_ok=True)
         return OnnxModel(ensure_onnx(path, settings.onnx_cache_dir), path, threads=threads)
-
-
-def encode(model, texts: list[str], batch_size: int) -> np.ndarray:
-    return model.encode(texts, batch_size)
 
 
 # ---------------------------------------------------------------- worker processes
@@ -156,7 +135,7 @@ def _exit_with_owner(owner: int) -> None:
 
 
 def _worker_encode(texts: list[str], batch_size: int) -> np.ndarray:
-    return encode(_worker_model, texts, batch_size)
+    return _worker_model.encode(texts, batch_size)
 
 
 class LocalEmbedder:
@@ -238,7 +217,7 @@ class LocalEmbedder:
         if self.workers > 1 and len(texts) >= self.settings.pool_min_texts:
             vectors = self._pool_encode(texts)
         else:
-            vectors = encode(self.model, texts, size)
+            vectors = self.model.encode(texts, size)
         # Token counts are not re-computed here (that would tokenise every text twice): the chunker
         # already counted them, and the pipeline fills usage.input_tokens from its counts.
         batches = -(-len(texts) // size)

@@ -154,10 +154,9 @@ def export(model_dir: Path, dest: Path) -> dict:
 
 
 def _verify(path: Path, model_dir: Path) -> float:
-    from sentence_transformers import SentenceTransformer
+    from spotline.embedding.torch_model import TorchModel
 
-    reference = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
-    expected = reference.encode(PROBE_TEXTS, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    expected = TorchModel(model_dir).encode(PROBE_TEXTS, batch_size=len(PROBE_TEXTS))
     got = OnnxModel(path, model_dir, threads=1).encode(PROBE_TEXTS, batch_size=len(PROBE_TEXTS))
     worst = float((got * expected).sum(axis=1).min())
     if worst < MIN_COSINE:

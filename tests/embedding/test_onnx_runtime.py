@@ -14,7 +14,8 @@ import sys
 import numpy as np
 import pytest
 
-from spotline.embedding.local import LocalEmbedder, TorchModel
+from spotline.embedding.local import LocalEmbedder, model_path
+from spotline.embedding.torch_model import TorchModel
 from spotline.embedding.onnx import EXPORT_RECIPE, ensure_onnx, onnx_file
 from spotline.settings import EmbeddingSettings
 from tests.conftest import ROOT, SAMPLE
@@ -53,7 +54,7 @@ def test_onnx_vectors_match_the_reference_model_on_the_sample_corpus(res):
     assert len(texts) > 100, "the comparison needs the whole sample corpus"
     settings = EmbeddingSettings(kind="local", workers=1)
     onnx = LocalEmbedder(settings).embed(texts).vectors
-    reference = TorchModel(settings).encode(texts, 64)
+    reference = TorchModel(model_path(settings)).encode(texts, 64)
     cosines = (onnx * reference).sum(axis=1)
     assert onnx.shape == reference.shape and onnx.dtype == np.float32
     assert cosines.min() >= 0.9999, f"worst cosine {cosines.min():.6f}"
@@ -61,8 +62,6 @@ def test_onnx_vectors_match_the_reference_model_on_the_sample_corpus(res):
 
 
 def test_the_export_runs_offline_once_and_the_next_start_never_imports_torch(tmp_path, no_network):
-    from spotline.embedding.local import model_path
-
     model_dir = model_path(EmbeddingSettings(kind="local"))
     cache = tmp_path / "onnx"
     path = ensure_onnx(model_dir, cache)  # sockets are blocked: the export must not reach for a hub
@@ -98,8 +97,6 @@ def test_the_export_runs_offline_once_and_the_next_start_never_imports_torch(tmp
 
 
 def test_other_weights_get_their_own_export(tmp_path):
-    from spotline.embedding.local import model_path
-
     source = model_path(EmbeddingSettings(kind="local"))
     copy = tmp_path / "model"
     copy.mkdir()
