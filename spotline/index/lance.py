@@ -1,4 +1,4 @@
-"""Embedded vector index on LanceDB: a folder on disk, no server.
+"""Embedded vector index on LanceDB's format: a folder on disk, no server.
 
 Why LanceDB: maintained, embedded (like SQLite), columnar on Arrow, atomic versioned commits (a
 killed writer leaves the last committed version intact), native merge-insert (upsert by key),
@@ -7,11 +7,17 @@ deletes by predicate, and the same table can live on S3 when a small deployment 
 Concurrent writers: LanceDB's commits are atomic, but merge-insert decides "matched or new" from
 the version it read, and two processes inserting the same new chunk ids each see "new" and both
 append (a probe got every chunk twice). So every write holds an exclusive ``flock`` on a lock file
-beside the table, and the connection re-reads the latest version before every operation
-(``read_consistency_interval=0``): the second writer then sees the first one's rows and updates
-them. The kernel drops a flock when its process dies, so a killed writer never leaves a stale lock.
-(The lock is per machine: a table on S3 shared by several machines needs the flow's per-index
-global concurrency limit, which the ingest flow always takes.)
+beside the table, and every operation opens the latest version: the second writer then sees the
+first one's rows and updates them. The kernel drops a flock when its process dies, so a killed
+writer never leaves a stale lock. (The lock is per machine: a table on S3 shared by several
+machines needs the flow's per-index global concurrency limit, which the ingest flow always takes.)
+
+Why pylance and not the lancedb package: a local LanceDB table *is* a Lance dataset at
+``<folder>/<name>.lance``, and everything used here (create, merge-insert, delete by predicate,
+count, scan, flat nearest-neighbour search, compaction) is pylance's own API, which lancedb wraps.
+Importing lancedb costs a further second on every process (it loads a generated REST client for
+LanceDB's namespace service), paid by every event-triggered ingest and every query. The table
+stays LanceDB's: `lancedb.connect(folder).open_table(name)` reads it (tests/index prove it).
 """
 
 from __future__ import annotations
@@ -66,8 +72,6 @@ class LanceIndex:
     def __init__(self, path: Path | str, name: str = "spotline-chunks"):
         self.path = Path(path)
         self.name = name
-        self._db = None
-        self._table = None
         self._schema: pa.Schema | None = None
         self._lock_path = self.path / f".{name}.writer.lock"
         self._lock = threading.RLock()
@@ -98,41 +102,32 @@ class LanceIndex:
                     os.close(fd)
 
     @property
-    def db(self):
-        """The LanceDB connection, opened on first write or table access. Importing lancedb takes
-        about 2 s here, half a query process's budget, so reads that can go to pylance do."""
-        if self._db is None:
-            import lancedb
-
-            self._db = lancedb.connect(str(self.path), read_consistency_interval=timedelta(0))
-        return self._db
+    def uri(self) -> str:
+        return str(self.path / f"{self.name}.lance")
 
     def _dataset(self):
-        """The table's Lance dataset at its latest version, read with pylance (the format LanceDB
-        writes), or None if the table does not exist yet."""
+        """The table's dataset at its latest version, or None if the table does not exist yet."""
         import lance
 
-        uri = self.path / f"{self.name}.lance"
-        if not (uri / "_versions").is_dir():
+        if not (self.path / f"{self.name}.lance" / "_versions").is_dir():
             return None
-        return lance.dataset(str(uri))
+        return lance.dataset(self.uri)
 
     @property
     def table(self):
-        if self._table is None:
-            try:
-                self._table = self.db.open_table(self.name)
-            except (FileNotFoundError, ValueError):
-                return None
-        return self._table
+        """The dataset at its latest version (None before the first write), for tests and audits."""
+        return self._dataset()
 
     def ensure(self, model_id: str, dimension: int) -> None:
-        dataset = self._dataset() if self._table is None else None
-        schema = self._table.schema if self._table is not None else (dataset.schema if dataset is not None else None)
-        if schema is None:
+        dataset = self._dataset()
+        if dataset is None:
+            import lance
+
             with self.writing():
-                self._table = self.db.create_table(self.name, schema=_schema(model_id, dimension), exist_ok=True)
-            schema = self._table.schema
+                if self._dataset() is None:  # another process may have created it while we waited
+                    lance.write_dataset(_schema(model_id, dimension).empty_table(), self.uri, mode="create")
+                dataset = self._dataset()
+        schema = dataset.schema
         meta = schema.metadata or {}
         have_model = meta.get(_MODEL_KEY, b"").decode()
         have_dim = int(meta.get(_DIM_KEY, b"0") or 0)
@@ -140,13 +135,14 @@ class LanceIndex:
             raise IndexModelMismatch(self.name, have_model, have_dim, model_id, dimension)
         self._schema = schema
 
-    def _columns(self, columns: list[str]) -> pa.Table:
-        return self.table.to_lance().to_table(columns=columns)
+    def _columns(self, columns: list[str]) -> pa.Table | None:
+        dataset = self._dataset()
+        return None if dataset is None else dataset.to_table(columns=columns)
 
     def document_states(self, uri_prefix: str | None = None) -> dict[str, DocumentState]:
-        if self.table is None:
-            return {}
         t = self._columns(["source_uri", "doc_version", "doc_hash", "chunk_id"])
+        if t is None:
+            return {}
         if uri_prefix:
             t = t.filter(pc.starts_with(t["source_uri"], uri_prefix))
         states: dict[str, DocumentState] = {}
@@ -166,7 +162,7 @@ class LanceIndex:
         data = pa.Table.from_pylist(rows, schema=self._schema)
         with self.writing():
             (
-                self.table.merge_insert("chunk_id")
+                self._dataset().merge_insert("chunk_id")
                 .when_matched_update_all()
                 .when_not_matched_insert_all()
                 .execute(data)
@@ -174,18 +170,20 @@ class LanceIndex:
 
     def delete_chunks(self, chunk_ids: Iterable[str]) -> int:
         ids = sorted(set(chunk_ids))
-        if ids and self.table is not None:
+        if ids and (dataset := self._dataset()) is not None:
             with self.writing():
+                dataset = self._dataset()  # the latest version, now that we hold the lock
                 for i in range(0, len(ids), 500):
-                    self.table.delete(f"chunk_id IN ({_quote(ids[i:i + 500])})")
+                    dataset.delete(f"chunk_id IN ({_quote(ids[i:i + 500])})")
         return len(ids)
 
     def delete_documents(self, source_uris: Iterable[str]) -> None:
         uris = sorted(set(source_uris))
-        if uris and self.table is not None:
+        if uris and (dataset := self._dataset()) is not None:
             with self.writing():
+                dataset = self._dataset()
                 for i in range(0, len(uris), 200):
-                    self.table.delete(f"source_uri IN ({_quote(uris[i:i + 200])})")
+                    dataset.delete(f"source_uri IN ({_quote(uris[i:i + 200])})")
 
     def duplicated_documents(self) -> dict[str, int]:
         """Surplus rows per document where a chunk id is stored more than once ({} when clean).
@@ -193,9 +191,9 @@ class LanceIndex:
         Only an unserialised race (or an index written before writers were serialised) leaves
         duplicates; the caller removes those documents whole so they are re-indexed from scratch.
         """
-        if self.table is None:
-            return {}
         t = self._columns(["chunk_id", "source_uri"])
+        if t is None:
+            return {}
         counts = pc.value_counts(t["chunk_id"])
         dup_ids = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
         if len(dup_ids) == 0:
@@ -210,8 +208,7 @@ class LanceIndex:
         return surplus
 
     def search(self, vector: Sequence[float], k: int = 5) -> list[SearchHit]:
-        # pylance's flat nearest-neighbour scan, what LanceDB's table.search() runs on a table with
-        # no vector index, without importing lancedb.
+        # A flat nearest-neighbour scan, what LanceDB's table.search() runs on a table with no vector index.
         dataset = self._dataset()
         if dataset is None:
             return []
@@ -235,17 +232,23 @@ class LanceIndex:
         ]
 
     def count(self) -> int:
-        return 0 if self.table is None else self.table.count_rows()
+        dataset = self._dataset()
+        return 0 if dataset is None else dataset.count_rows()
 
     def all_records(self) -> list[dict]:
         """Every row without vectors, sorted by chunk_id: for tests and audits."""
-        if self.table is None:
+        dataset = self._dataset()
+        if dataset is None:
             return []
-        cols = [f.name for f in self.table.schema if f.name != "vector"]
-        return sorted(self._columns(cols).to_pylist(), key=lambda r: r["chunk_id"])
+        cols = [f.name for f in dataset.schema if f.name != "vector"]
+        return sorted(dataset.to_table(columns=cols).to_pylist(), key=lambda r: r["chunk_id"])
 
     def finalize(self) -> None:
         """Compact the many small fragments a load writes and drop versions older than a day."""
-        if self.table is not None:
+        if self._dataset() is not None:
             with self.writing():
-                self.table.optimize(cleanup_older_than=timedelta(days=1))
+                # What LanceDB's table.optimize(cleanup_older_than=...) does on a table without indices.
+                dataset = self._dataset()
+                dataset.optimize.compact_files()
+                dataset = self._dataset()
+                dataset.cleanup_old_versions(older_than=timedelta(days=1))

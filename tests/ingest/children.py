@@ -17,7 +17,7 @@ from typing import Any
 
 # Heavy, thread-free imports worth doing once. Prefect is left out on purpose: its settings are
 # read at import, and each child must see its own PREFECT_API_URL and SPOTLINE_* environment.
-PRELOAD = ["torch", "sentence_transformers", "lancedb", "pyarrow", "pandas", "spotline.embedding.local"]
+PRELOAD = ["torch", "sentence_transformers", "lance", "pyarrow", "pandas", "spotline.embedding.local"]
 
 
 def context():

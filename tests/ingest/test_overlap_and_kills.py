@@ -54,7 +54,7 @@ def clean_run(monkeypatch, tmp: Path, embedder, **env):
 
 
 def vectors_of(res) -> dict[str, np.ndarray]:
-    rows = res.index.table.to_lance().to_table(columns=["chunk_id", "vector"]).to_pylist()
+    rows = res.index.table.to_table(columns=["chunk_id", "vector"]).to_pylist()
     return {r["chunk_id"]: np.asarray(r["vector"]) for r in rows}
 
 
@@ -128,8 +128,8 @@ def test_a_run_finds_chunks_stored_twice_removes_them_and_reports_it(monkeypatch
     counting = res.__dict__["_embedder"] = CountingEmbedder(shared_embedder)
     ingest(prefix=PREFIX)
     table = res.index.table
-    some = table.to_lance().to_table(limit=7)  # what an unserialised race used to leave behind
-    table.add(some)
+    some = table.to_table(limit=7)  # what an unserialised race used to leave behind
+    table.insert(some)
     assert res.index.count() == len(clean) + 7
     counting.reset()
 
