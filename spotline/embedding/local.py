@@ -2,9 +2,9 @@
 
 Two runtimes give the same vectors (cosine >= 0.9999, checked at export): ONNX Runtime
 (spotline/embedding/onnx.py) starts in well under a second and serves queries, event-sized ingests
-and whatever `embedding.runtime` chooses; torch (sentence-transformers) takes 15-27 s to import
-here. The process pool's runtime is its own setting (`embedding.pool_runtime`), chosen from
-bench/first_contact_bench.py, which measures both pools side by side on the same chunks.
+and whatever `embedding.runtime` chooses; a whole query process on torch (sentence-transformers)
+took 8.7 s. The process pool's runtime is its own setting (`embedding.pool_runtime`), chosen from
+bench/first_contact_bench.py, which measures both runtimes side by side (figures in the README).
 
 Large requests go to a pool of model processes with one torch thread each rather than one process
 with a thread per core. A small model's matrix products are too short for threads to scale well,
