@@ -208,10 +208,14 @@ def index_writer(index_name: str, lease_s: float) -> Iterator[float]:
         with maintain_concurrency_lease(lease.lease_id, lease_s, raise_on_lease_renewal_failure=False):
             yield waited
     finally:
+        # Record first, slot second: once the slot is free the next holder writes its own record.
+        # Each step on its own: a record we could not delete must not keep the slot taken.
         try:
-            # Record first, slot second: once the slot is free the next holder writes its own record.
             with get_client(sync_client=True) as client:
                 _delete_record_if(client, name, record)
+        except Exception as exc:  # noqa: BLE001 - never mask why the body ended; the next holder overwrites it
+            log.warning("could not remove the writer record of %r (%s); the next holder replaces it", name, exc)
+        try:
             release_concurrency_slots_with_lease(lease.lease_id)
         except Exception as exc:  # noqa: BLE001 - never mask why the body ended; the next run frees it
             log.warning("could not give back the writer slot %r (%s); the next run will free it", name, exc)

@@ -109,9 +109,11 @@ class LanceIndex:
         """The table's dataset at its latest version, or None if the table does not exist yet."""
         import lance
 
-        if not (self.path / f"{self.name}.lance" / "_versions").is_dir():
-            return None
-        return lance.dataset(self.uri)
+        return lance.dataset(self.uri) if self._exists() else None
+
+    def _exists(self) -> bool:
+        """Whether the table has been created: a look at the folder, without reading a manifest."""
+        return (Path(self.uri) / "_versions").is_dir()
 
     @property
     def table(self):
@@ -124,7 +126,7 @@ class LanceIndex:
             import lance
 
             with self.writing():
-                if self._dataset() is None:  # another process may have created it while we waited
+                if not self._exists():  # another process may have created it while we waited
                     lance.write_dataset(_schema(model_id, dimension).empty_table(), self.uri, mode="create")
                 dataset = self._dataset()
         schema = dataset.schema
@@ -170,7 +172,7 @@ class LanceIndex:
 
     def delete_chunks(self, chunk_ids: Iterable[str]) -> int:
         ids = sorted(set(chunk_ids))
-        if ids and (dataset := self._dataset()) is not None:
+        if ids and self._exists():
             with self.writing():
                 dataset = self._dataset()  # the latest version, now that we hold the lock
                 for i in range(0, len(ids), 500):
@@ -179,7 +181,7 @@ class LanceIndex:
 
     def delete_documents(self, source_uris: Iterable[str]) -> None:
         uris = sorted(set(source_uris))
-        if uris and (dataset := self._dataset()) is not None:
+        if uris and self._exists():
             with self.writing():
                 dataset = self._dataset()
                 for i in range(0, len(uris), 200):
@@ -245,7 +247,7 @@ class LanceIndex:
 
     def finalize(self) -> None:
         """Compact the many small fragments a load writes and drop versions older than a day."""
-        if self._dataset() is not None:
+        if self._exists():
             with self.writing():
                 # What LanceDB's table.optimize(cleanup_older_than=...) does on a table without indices.
                 dataset = self._dataset()
