@@ -26,7 +26,7 @@ demo: env
 
 ## The whole test suite, slow real-model and multi-process tests included (what CI runs).
 test: env
-	$(UV) run --frozen --no-sync pytest -q
+	$(UV) run --frozen --no-sync pytest -q --durations=15
 
 ## The quick developer loop: everything but the tests marked slow.
 test-fast: env

@@ -4,9 +4,10 @@
 
 Work pools (with their base job templates), global concurrency limits (the index writer slot,
 the LLM providers' limits), blocks (result storage on S3 in aws), deployments (schedules,
-concurrency, job variables; each recoverable one with its on-demand twin) and the recovery
-automations (deployments/automations.py) are read first and written only when they differ from the catalog,
-so a second run changes nothing and says so. Deployments the catalog no longer lists, but that
+concurrency, job variables; each recoverable one with its on-demand twin; the recover-missed
+sweep on the schedule the settings give) and the recovery automations (deployments/automations.py)
+are read first and written only when they differ from the catalog, so a second run changes
+nothing and says so. Deployments the catalog no longer lists, but that
 this command made (tag ``managed-by:spotline``), are deleted: the server never drifts from code.
 """
 
@@ -49,7 +50,7 @@ def apply(target: Target, settings: Settings) -> list[Change]:
     """Everything the catalog says, on the server PREFECT_API_URL names. Returns what changed."""
     with get_client(sync_client=True) as client:
         changes = [*_pools(client, target, settings), *_limits(client, settings), *_blocks(target, settings)]
-        changes += _deployments(client, target)
+        changes += _deployments(client, target, settings)
         changes += _automations(client, settings)
     return changes
 
@@ -223,8 +224,8 @@ def apply_deployment(client: SyncPrefectClient, d: Deployment, target: Target) -
                   f"{d.pool(target).name}" + (f"; changed: {', '.join(differs)}" if differs else ""))
 
 
-def _deployments(client: SyncPrefectClient, target: Target) -> list[Change]:
-    changes = [apply_deployment(client, d, target) for d in all_deployments()]
+def _deployments(client: SyncPrefectClient, target: Target, settings: Settings) -> list[Change]:
+    changes = [apply_deployment(client, d, target) for d in all_deployments(settings.prefect.recovery_sweep_cron)]
     listed = {c.name for c in changes}
     for dep in client.read_deployments(
             deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[MANAGED_TAG]))):
@@ -261,7 +262,8 @@ def _automations(client: SyncPrefectClient, settings: Settings) -> list[Change]:
         return client.read_deployment_by_name(f"{_flow(d.entrypoint).name}/{d.name}").id
 
     wanted = automations(settings.prefect.heartbeat_s, deployment_id(RECOVERY))
-    wanted += [deployment_trigger(d.name, deployment_id(d), spec) for d in all_deployments() for spec in d.triggers]
+    wanted += [deployment_trigger(d.name, deployment_id(d), spec) for d in all_deployments(settings.prefect.recovery_sweep_cron)
+                for spec in d.triggers]
     changes = []
     for want in wanted:
         have = client.read_automations_by_name(want.name)

@@ -173,15 +173,37 @@ RECOVERY = Deployment(
     entrypoint="flows/recover.py:recover_interrupted",
     description="Started by the spotline-recover automation when a recoverable run crashes: resumes it "
                 "under the same id, moves it to the on-demand pool past its budget, or stops it for good.",
+    cpu=256, memory=512,  # a few API calls: the smallest Fargate task
     recoverable=False,
     tags=("operations",),
 )
 
 
-def all_deployments() -> tuple[Deployment, ...]:
-    """The catalog as applied: every deployment, the fallback twins, and the recovery deployment."""
+
+
+def recovery_sweep(cron: str) -> Deployment:
+    """The sweep behind spotline-recover: a crash whose event the server never evaluated is still
+    recovered, one sweep after the grace (runtime/recovery.py has the case that needs it)."""
+    return Deployment(
+        name="recover-missed",
+        entrypoint="flows/recover.py:recover_missed",
+        description="On a schedule: recovers recoverable runs still Crashed after the grace, which the "
+                    "spotline-recover automation never reached (a crash event the server dropped).",
+        cron=cron,
+        concurrency=1, collision="CANCEL_NEW",  # a sweep that finds one still running is dropped, not queued
+        cpu=256, memory=512,
+        recoverable=False,
+        tags=("operations",),
+    )
+
+
+def all_deployments(sweep_cron: str | None = None) -> tuple[Deployment, ...]:
+    """The catalog as applied: every deployment, the fallback twins, and the recovery deployments.
+    ``sweep_cron``: the recover-missed schedule (settings ``prefect.recovery_sweep_cron``)."""
+    from spotline.settings import PrefectSettings
+
     twins = tuple(fallback_twin(d) for d in DEPLOYMENTS if d.recoverable)
-    return (*DEPLOYMENTS, *twins, RECOVERY)
+    return (*DEPLOYMENTS, *twins, RECOVERY, recovery_sweep(sweep_cron or PrefectSettings().recovery_sweep_cron))
 
 
 def tags_of(d: Deployment) -> list[str]:

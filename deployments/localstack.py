@@ -72,8 +72,13 @@ class LocalStack:
         from spotline.settings import Settings
 
         home.mkdir(parents=True, exist_ok=True)
+        # The server logs at INFO: what the triggers service decided about each event (which
+        # automation covered it, an event held back until the one it follows arrives) is logged
+        # there, and a recovery that never started cannot be explained without it.
         server, api = devserver.start(home / "server",
-                                      extra_env={"PREFECT_SERVER_EVENTS_PROACTIVE_GRANULARITY": proactive_granularity})
+                                      extra_env={"PREFECT_SERVER_EVENTS_PROACTIVE_GRANULARITY": proactive_granularity,
+                                                 "PREFECT_LOGGING_LEVEL": "INFO",
+                                                 "PREFECT_SERVER_LOGGING_LEVEL": "INFO"})
         spotline_env = spotline_env or {}
         # Workers started with `uv run` (or in an activated venv) have the venv's bin/ on PATH: the
         # pools start `prefect flow-run execute` from there.
@@ -138,8 +143,18 @@ class LocalStack:
                 if time.monotonic() > deadline:
                     logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2500:]}" for p in sorted(self.home.glob("*.log")))
                     raise AssertionError(f"timed out waiting for {what}: the run is "
-                                         f"{run.state.name if run.state else None}\n{logs}")
+                                         f"{run.state.name if run.state else None}\n{logs}\n{self.server_events_log()}")
                 time.sleep(poll_s)
+
+    def server_events_log(self, lines: int = 40) -> str:
+        """The server's own account of events: automations that covered one, events held back for
+        the one they follow, handler failures and dead-lettered messages (docs/prefect-mechanics.md 4f)."""
+        log = self.home / "server" / "prefect-server.log"
+        if not log.exists():
+            return ""
+        keep = ("prefect.server.events", "dead letter", "Failed in consume_loop", "OperationalError")
+        picked = [line for line in log.read_text(errors="replace").splitlines() if any(k in line for k in keep)]
+        return "--- prefect-server.log (events)\n" + "\n".join(line[:300] for line in picked[-lines:])
 
     def stop(self) -> None:
         from deployments import devserver

@@ -18,6 +18,16 @@ Every interruption is read back from the flow run's own state history (no counte
 - on the on-demand pool, more than ``fallback_budget`` crashes: stop. The run ends Failed with a
   message saying why; nothing reschedules it again. This is the loop PrefectHQ/prefect#10211
   describes (an automation that reschedules every Crashed run forever), closed by construction.
+
+An automation can miss a crash, so a sweep backs it up (:func:`missed_crashes`, the
+``recover-missed`` deployment). Seen on 2026-12-02 on a local server under load: the triggers
+service hit SQLite's ``database is locked`` four times in 0.3 s on one flow run's AwaitingRetry
+event and moved that event to its dead-letter queue. Every later event of that run names the one
+before it (``follows``), so Prefect's causal ordering held them all, the Crashed event included,
+for its 15-minute lookback. No recovery started. The sweep finds recoverable runs that have been
+Crashed for longer than a grace period and recovers them the same way. :func:`recover` acts only
+on a run that is Crashed at that moment, and :func:`decide` counts from the state history, so a run
+that both the automation and the sweep reach is still handled once per crash, within its budget.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from __future__ import annotations
 from spotline.errors import brief
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from prefect.client.orchestration import SyncPrefectClient
@@ -124,6 +134,24 @@ def recover(client: SyncPrefectClient, flow_run_id: uuid.UUID, budget: int, fall
                f"budget of {budget}; not retried again. Looks like a bug, not a preemption. Last crash: {last}")
     client.set_flow_run_state(flow_run_id, Failed(message=message), force=True)
     return Outcome("give-up", message)
+
+
+def missed_crashes(client: SyncPrefectClient, grace_s: float, horizon: timedelta,
+                   now: datetime | None = None, limit: int = 200) -> list[FlowRun]:
+    """Recoverable runs still Crashed ``grace_s`` after their crash, newest first: no recovery
+    reached them. Crashes older than ``horizon`` are left alone."""
+    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType,
+                                                FlowRunFilterTags)
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    now = now or datetime.now(timezone.utc)
+    runs = client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[RECOVERABLE_TAG]),
+                                      state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CRASHED]))),
+        sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=limit,
+    )
+    earliest, latest = now - horizon, now - timedelta(seconds=grace_s)
+    return [r for r in runs if r.state is not None and earliest <= r.state.timestamp <= latest]
 
 
 def _hand_off(client: SyncPrefectClient, run: FlowRun, count: int) -> tuple[FlowRun, str]:

@@ -221,6 +221,13 @@ class PrefectSettings(BaseModel):
                                  "before Spotline stops retrying it (a bug, not a preemption)")
     heartbeat_s: int = Field(30, ge=30, description="flow-run heartbeat interval (Prefect's minimum is 30 s); "
                              "three missed intervals mark a run Crashed")
+    # The sweep behind spotline-recover (flows/recover.py, recover-missed): a crash whose event the
+    # server never evaluated is still resumed, only later.
+    recovery_sweep_cron: str = Field("*/5 * * * *", description="when the recover-missed sweep runs")
+    recovery_grace_s: int = Field(120, ge=0, description="how long a run stays Crashed before the sweep "
+                                  "takes it: the spotline-recover automation normally acts within seconds")
+    recovery_horizon_h: int = Field(24, ge=1, description="crashes older than this are left alone by the sweep "
+                                    "(a run crashed before the sweep existed is not resurrected days later)")
 
 
 class Settings(BaseSettings):

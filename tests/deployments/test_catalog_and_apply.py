@@ -92,7 +92,7 @@ def test_apply_changes_only_what_the_catalog_changed_and_drops_what_it_no_longer
     apply("local", res.settings)
     edited = [dataclasses.replace(d, cron="0 3 * * *") if d.name == "ingest-nightly" else d
               for d in catalog.all_deployments() if not d.name.startswith("prompt-gate")]
-    monkeypatch.setattr("deployments.apply.all_deployments", lambda: tuple(edited))
+    monkeypatch.setattr("deployments.apply.all_deployments", lambda *_: tuple(edited))
     changes = {(c.name, c.action) for c in apply("local", res.settings) if c.action != "unchanged"}
     assert changes == {("ingest-documents/ingest-nightly", "updated"), ("prompt-eval/prompt-gate", "deleted"),
                        ("prompt-eval/prompt-gate-ondemand", "deleted")}

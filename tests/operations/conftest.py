@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 
@@ -14,6 +15,12 @@ from deployments.localstack import LocalStack, flow_process, kill_tree  # noqa: 
 from tests.conftest import SAMPLE
 
 PREFIX = "corpus/help-centre/"
+
+
+def states_of(stack, flow_run_id: UUID):
+    """A flow run's state history, oldest first."""
+    with stack.client() as client:
+        return sorted(client.read_flow_run_states(flow_run_id), key=lambda s: s.timestamp)
 
 
 def seed(store: Path) -> None:
@@ -31,7 +38,10 @@ def stack(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("ops")
     spotline_env = {"SPOTLINE_STORE__ROOT": str(home / "store"), "SPOTLINE_INDEX__PATH": str(home / "index"),
-                    "SPOTLINE_EMBEDDING__WORKERS": "1"}
+                    "SPOTLINE_EMBEDDING__WORKERS": "1",
+                    # The recover-missed sweep every minute, 30 s after a crash: a crash event the
+                    # server drops under load (runtime/recovery.py) costs a test a minute, not its deadline.
+                    "SPOTLINE_PREFECT__RECOVERY_SWEEP_CRON": "* * * * *", "SPOTLINE_PREFECT__RECOVERY_GRACE_S": "30"}
     stack = LocalStack.start(home, spotline_env)
     saved = {k: os.environ.get(k) for k in [*spotline_env, "PREFECT_API_URL"]}
     os.environ.update({**spotline_env, "PREFECT_API_URL": stack.api})

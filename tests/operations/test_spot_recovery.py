@@ -14,7 +14,7 @@ from uuid import UUID
 import pytest
 
 from runtime.writers import _pid_alive
-from tests.operations.conftest import PREFIX, flow_process, kill_tree, seed
+from tests.operations.conftest import PREFIX, flow_process, kill_tree, seed, states_of
 
 pytestmark = [pytest.mark.slow]
 
@@ -74,11 +74,6 @@ def batch_runs(stack, flow_run_id: UUID) -> dict[str, list[str]]:
 
 def executed(stack, flow_run_id: UUID) -> int:
     return sum(names.count("Completed") for names in batch_runs(stack, flow_run_id).values())
-
-
-def states_of(stack, flow_run_id: UUID):
-    with stack.client() as client:
-        return sorted(client.read_flow_run_states(flow_run_id), key=lambda s: s.timestamp)
 
 
 def running_attempt(stack, flow_run_id: UUID, attempt: int, timeout: float = 240):
