@@ -4,8 +4,10 @@
     make bench-llm                      # 4 minutes on a quiet 2-core machine, 10 or more on a loaded one
     python bench/llm_bench.py --calls 640 --gen-tokens 128
 
-1. Local model (Gemma 3 270M Q4_K_M, llama.cpp, CPU): output tokens/s generating free text, and
-   generating JSON under the persona_card schema (a grammar), through the provider directly.
+1. Local model (Gemma 3 270M Q4_K_M, llama.cpp, CPU): output tokens/s as free text, as JSON under
+   today's full grammar, and as JSON under the top-valid grammar, on the persona and judge prompts,
+   through the provider directly. Goal: top-valid >= 0.8x free text, byte-identical to the full
+   grammar. `--only-local` runs this part alone (about 2 minutes).
 2. Cache hits: gateway calls answered from the cache, p50/p99 latency, from the in-memory LRU
    and from the object store (a fresh gateway on the same folder). Goal: < 5 ms.
 3. Gateway overhead at 64 concurrent calls against an OpenAI-compatible endpoint on loopback
@@ -39,8 +41,11 @@ PERSON = {"type": "object", "required": ["name", "age"], "properties": {"name": 
 
 
 def local_model(work: Path, gen_tokens: int) -> list[tuple[str, str, str]]:
-    """Generation speed with and without the schema grammar, on the same prompts. Each prompt is
-    evaluated once first (max_tokens=1), so llama.cpp's prefix cache leaves generation alone timed."""
+    """Generation speed as free text, under today's full grammar and under the top-valid grammar
+    (spotline/llm/providers/grammar_sampling.py), on the persona and judge prompts, side by side
+    on the same model and the same prompts. Each prompt is evaluated once first (max_tokens=1), so
+    llama.cpp's prefix cache leaves generation alone timed. Greedy (the prompts' own temperature 0)
+    decides the goal; a sampled round (temperature 0.8) is reported beside it."""
     from dataclasses import replace
 
     from spotline.llm.prompts import PromptLibrary
@@ -50,29 +55,84 @@ def local_model(work: Path, gen_tokens: int) -> list[tuple[str, str, str]]:
 
     s = Settings(home=work)
     spec = s.llm.models["gemma-270m"]
-    provider = LlamaCppProvider(work)
+    providers = {"full": LlamaCppProvider(work, grammar_sampling="full"),
+                 "top-valid": LlamaCppProvider(work, grammar_sampling="top-valid")}
     started = time.perf_counter()
-    provider._model(spec)
+    providers["full"]._model(spec)
     rows = [("model load", f"{time.perf_counter() - started:.2f} s", "Gemma 3 270M Q4_K_M, llama.cpp AVX2, 2 threads")]
-    persona = PromptLibrary(s.llm.prompts_dir).get("persona_card")
-    variables = [{"plan": p, "area": a, "mood": m} for p, a, m in
-                 [("pro", "billing", "frustrated"), ("free", "onboarding", "confused"), ("team", "exports", "friendly")]]
-    speeds = {}
-    for label, schema in [("free text", None), ("JSON, schema grammar", persona.output_schema)]:
+    providers["top-valid"]._model(spec)
+    library = PromptLibrary(s.llm.prompts_dir)
+    suites = {
+        "persona_card": [{"plan": p, "area": a, "mood": m} for p, a, m in
+                         [("pro", "billing", "frustrated"), ("free", "onboarding", "confused"),
+                          ("team", "exports", "friendly")]],
+        "answer_grade": [
+            {"reference": "Boards can be archived but not deleted.", "answer": "Archive it from the board menu."},
+            {"reference": "Invoices go to the billing contact.", "answer": "Your invoice went to mark@example.org."},
+            {"reference": "Guests can view boards.", "answer": "Guests can edit and delete every board."},
+        ],
+    }
+
+    def timed(provider, req) -> tuple[float, float, str]:
+        provider.complete(spec, replace(req, max_tokens=1))  # prompt into the KV cache
+        t = time.perf_counter()
+        out = provider.complete(spec, req)
+        return out.output_tokens, time.perf_counter() - t, out.text
+
+    ok = True
+    modes = [("free text", "top-valid", False), ("JSON, full grammar", "full", True),
+             ("JSON, top-valid grammar", "top-valid", True)]
+    for name, variables in suites.items():
+        prompt = library.get(name)
+        toks = {label: 0.0 for label, _, _ in modes}
+        secs = {label: 0.0 for label, _, _ in modes}
+        identical = compared = 0
+        # Interleaved, prompt by prompt and twice over, so that a change in the machine's load
+        # during the run falls on all three alike. Free text gets the prompt's own token budget.
+        for _ in range(2):
+            for v in variables:
+                texts = {}
+                for label, mode, structured in modes:
+                    req = ProviderRequest(messages=(), text=prompt.render(v).text,
+                                          schema=prompt.output_schema if structured else None,
+                                          max_tokens=prompt.max_tokens, temperature=0.0)
+                    n, dt, texts[label] = timed(providers[mode], req)
+                    toks[label] += n
+                    secs[label] += dt
+                compared += 1
+                identical += texts["JSON, full grammar"] == texts["JSON, top-valid grammar"]
+        speed = {label: toks[label] / secs[label] for label in toks}
+        for label, _, _ in modes:
+            rows.append((f"{name}: {label}, greedy", f"{speed[label]:.1f} tok/s",
+                         f"{int(toks[label])} output tokens in {secs[label]:.2f} s, {len(variables)} prompts x2"))
+        ratio_full = speed["JSON, full grammar"] / speed["free text"]
+        ratio_new = speed["JSON, top-valid grammar"] / speed["free text"]
+        good = ratio_new >= 0.8 and identical == compared
+        ok &= good
+        rows.append((f"{name}: top-valid / free text speed", f"{ratio_new:.2f}x",
+                     f"goal >= 0.8x and identical output: {'PASS' if good else 'FAIL'} (full grammar {ratio_full:.2f}x; "
+                     f"top-valid = full grammar, byte for byte, on {identical}/{compared})"))
+    # Sampled decoding: the same draw as the full grammar for the same seed (grammar_sampling.py).
+    persona = library.get("persona_card")
+    text = persona.render(suites["persona_card"][0]).text
+    sampled: dict[str, float] = {}
+    texts: dict[str, list[str]] = {}
+    for mode in ("full", "top-valid"):
         toks = secs = 0.0
-        for v in variables:
-            req = ProviderRequest(messages=(), text=persona.render(v).text, schema=schema, max_tokens=gen_tokens,
-                                  temperature=0.0)
-            provider.complete(spec, replace(req, max_tokens=1))  # prompt into the KV cache
-            t = time.perf_counter()
-            out = provider.complete(spec, req)
-            secs += time.perf_counter() - t
-            toks += out.output_tokens
-        speeds[label] = toks / secs
-        rows.append((f"local generation, {label}", f"{toks / secs:.1f} tok/s",
-                     f"{int(toks)} output tokens in {secs:.2f} s, persona_card prompts x{len(variables)}"))
-    rows.append(("schema grammar / free text speed", f"{speeds['JSON, schema grammar'] / speeds['free text']:.2f}x",
-                 "llama-cpp-python applies the grammar to all 262k vocabulary entries per token"))
+        for seed in range(3):
+            req = ProviderRequest(messages=(), text=text, schema=persona.output_schema, max_tokens=persona.max_tokens,
+                                  temperature=0.8, seed=seed)
+            n, dt, out = timed(providers[mode], req)
+            toks, secs = toks + n, secs + dt
+            texts.setdefault(mode, []).append(out)
+        sampled[mode] = toks / secs
+        rows.append((f"persona_card: JSON, {mode} grammar, sampled (temperature 0.8)", f"{toks / secs:.1f} tok/s",
+                     f"{int(toks)} output tokens in {secs:.2f} s, seeds 0-2"))
+    same = sum(a == b for a, b in zip(texts["full"], texts["top-valid"]))
+    rows.append(("persona_card sampled: top-valid / full grammar speed", f"{sampled['top-valid'] / sampled['full']:.2f}x",
+                 f"same draw for the same seed on {same}/3 (no goal: see grammar_sampling.py)"))
+    if not ok:
+        rows.append(("structured output", "FAIL", "a goal above was missed"))
     return rows
 
 
@@ -213,9 +273,10 @@ def main() -> int:
     ap.add_argument("--gen-tokens", type=int, default=128)
     ap.add_argument("--cache-calls", type=int, default=2000)
     ap.add_argument("--skip-local", action="store_true")
+    ap.add_argument("--only-local", action="store_true", help="only the local model's speeds")
     args = ap.parse_args()
 
-    from tests.fake_llm_servers import Recorder, chat_reply
+    from tests.llm.fake_servers import Recorder, chat_reply
     from tests.http_boundary import loopback_server
 
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
@@ -226,6 +287,8 @@ def main() -> int:
         work = Path(tmp)
         if not args.skip_local:
             rows += local_model(work, args.gen_tokens)
+        if args.only_local:
+            return _report(rows)
         rec = Recorder(lambda n, b, h: chat_reply(json.dumps({"name": f"n{n}", "age": n % 90})),
                        delay_s=args.delay_ms / 1000)
         rec.requests = _Discard()  # a bench records nothing
@@ -243,6 +306,10 @@ def main() -> int:
                 rows += overhead(work / f"d{delay_ms:.0f}", url, args.calls, args.concurrency, delay_ms)
             finally:
                 server.terminate()
+    return _report(rows)
+
+
+def _report(rows: list[tuple[str, str, str]]) -> int:
     width = max(len(r[0]) for r in rows)
     lines = ["| measure | result | detail |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows]
     for a, b, c in rows:

@@ -188,6 +188,10 @@ class LLMSettings(BaseModel):
     openai_base_url: str = "https://api.openai.com/v1"
     openai_api_key: str = Field("env:OPENAI_API_KEY", description="secret reference: env:, prefect:, secretsmanager:, ssm:")
     local_threads: int | None = Field(None, description="llama.cpp threads (default: all cores)")
+    local_grammar: Literal["top-valid", "full"] = Field(
+        "top-valid", description="how the local model applies a JSON schema's grammar: to the top candidates "
+        "until enough are valid (same output, ~4x faster), or to the whole vocabulary at every token "
+        "(llama-cpp-python's own chain); spotline/llm/providers/grammar_sampling.py")
     # Call behaviour
     timeout_s: float = Field(120.0, description="per provider call")
     max_tokens: int = 512

@@ -155,7 +155,8 @@ class Gateway:
                 if name == "local":
                     from spotline.llm.providers.local import LlamaCppProvider
 
-                    self._providers[name] = LlamaCppProvider(self.settings.home, self.cfg.local_threads)
+                    self._providers[name] = LlamaCppProvider(self.settings.home, self.cfg.local_threads,
+                                                            grammar_sampling=self.cfg.local_grammar)
                 elif name == "bedrock":
                     from spotline.llm.providers.bedrock import BedrockConverseProvider
 

