@@ -53,7 +53,7 @@ def full_provider(home):
 
 
 def last_sampler(source):
-    """The TopValidSampler of the last call (None when the full grammar ran), and the model."""
+    """The TopValidSampler of the last call (None when the full grammar ran)."""
     provider = source._providers["local"] if isinstance(source, Gateway) else source
     (llm,) = provider._models.values()
     return llm.top_valid

@@ -124,8 +124,8 @@ class TopValidSampler:
 
     # ------------------------------------------------------------------ llama.cpp callbacks
     # An exception cannot cross back into C: a failure here would be printed and ignored, and the
-    # chain would go on with the candidates unfiltered. So both callbacks fall back to the full
-    # grammar rather than raise.
+    # chain would go on with the candidates unfiltered. So apply falls back to the full grammar
+    # rather than raise; accept is a single call into llama.cpp.
 
     def _accept(self, token: int) -> None:
         self._ll.llama_sampler_accept(self._grammar, token)
@@ -151,8 +151,7 @@ class TopValidSampler:
                 data[0] = data[best]
                 arr.size, arr.sorted, arr.selected = 1, True, -1
                 return
-        first = max(FIRST_ROUND, want * 4)
-        size = first
+        size = max(FIRST_ROUND, want * 4)
         while size < n:
             self.rounds += 1
             top = np.argpartition(-logits, size)[:size]
