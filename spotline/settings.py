@@ -234,6 +234,28 @@ class PrefectSettings(BaseModel):
                                     "(a run crashed before the sweep existed is not resurrected days later)")
 
 
+class PersonaSettings(BaseModel):
+    """The nightly persona suite (flows/personas.py): where the export is, how it is sanitized."""
+
+    export_prefix: str = Field("exports/production/", description="the export's files: <prefix>date=YYYY-MM-DD/"
+                               "users*.{parquet,csv,jsonl} and logs*.{...}")
+    sql_url: str | None = Field(None, description="read the export from a database instead: a secret reference "
+                                "(env:, prefect:, secretsmanager:, ssm:) holding a SQLAlchemy URL")
+    users_table: str = "users"
+    logs_table: str = "logs"
+    pseudonym_key: str = Field("prefect:spotline-pseudonym-key", description="secret reference of the HMAC key "
+                               "behind pseudonyms (at least 16 bytes); `make deploy` creates the Prefect block once")
+    phone_regions: list[str] = Field(default_factory=lambda: ["US", "GB", "DE", "FR", "ES"],
+                                     description="regions whose phone numbers the recognizer looks for")
+    max_message_chars: int = Field(8000, description="longer log messages are set aside as oversized")
+    user_pass_columns: list[str] = Field(default_factory=lambda: ["plan", "role", "locale", "country"],
+                                         description="users columns that may pass unchanged; every column not "
+                                         "named here or in quasi_columns is PII: dropped and redacted from logs")
+    log_pass_columns: list[str] = Field(default_factory=lambda: ["role", "topic", "channel"])
+    quasi_columns: list[str] = Field(default_factory=lambda: ["city", "postcode", "signup_date"],
+                                     description="dropped, but too common to redact from every log")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SPOTLINE_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -249,6 +271,7 @@ class Settings(BaseSettings):
     prices: PriceSettings = Field(default_factory=PriceSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     prefect: PrefectSettings = Field(default_factory=PrefectSettings)
+    personas: PersonaSettings = Field(default_factory=PersonaSettings)
 
     @model_validator(mode="after")
     def _profile_defaults(self) -> "Settings":
