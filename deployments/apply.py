@@ -118,6 +118,29 @@ def _limits(client: SyncPrefectClient, settings: Settings) -> list[Change]:
 # ---------------------------------------------------------------- blocks
 
 def _blocks(target: Target, settings: Settings) -> list[Change]:
+    return [*_pseudonym_key(settings), *_results_block(settings)]
+
+
+def _pseudonym_key(settings: Settings) -> list[Change]:
+    """The persona sanitizer's HMAC key, when settings name a Prefect Secret block: created once with
+    32 random bytes, never overwritten (a new key would give every user a new pseudonym)."""
+    ref = settings.personas.pseudonym_key
+    if not ref.startswith("prefect:"):
+        return []  # Secrets Manager, SSM or env: created where it lives (infra/README.md)
+    import secrets
+
+    from prefect.blocks.system import Secret
+
+    name = ref.partition(":")[2]
+    try:
+        Secret.load(name)
+        return [Change("block", f"secret/{name}", "unchanged")]
+    except ValueError:  # missing
+        Secret(value=secrets.token_urlsafe(32)).save(name)
+        return [Change("block", f"secret/{name}", "created")]
+
+
+def _results_block(settings: Settings) -> list[Change]:
     if settings.store.kind != "s3":
         return []  # local mode keeps results in a folder: no block to save
     from prefect_aws import S3Bucket

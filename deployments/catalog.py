@@ -18,6 +18,7 @@ from typing import Any, Callable, Literal
 
 from deployments import ecs
 from runtime.recovery import FALLBACK_SUFFIX, FALLBACK_TAG, RECOVERABLE_TAG
+from spotline.settings import PersonaSettings
 
 Target = Literal["local", "aws"]
 Role = Literal["main", "fallback"]
@@ -106,6 +107,8 @@ class Deployment:
         return {**self.job_variables, "env": env}
 
 
+_PERSONAS = PersonaSettings()  # the schedule and export prefix as configured by default (prefect.yaml is rendered from them)
+
 UPLOAD_WINDOW_S = 30  # object events start at most one ingest-on-upload run per window
 
 
@@ -147,6 +150,30 @@ DEPLOYMENTS: tuple[Deployment, ...] = (
         triggers=(upload_trigger(UPLOAD_WINDOW_S),),
         concurrency=1,  # one drain at a time; a window that fires meanwhile waits, then finds little to do
         tags=("ingest", "events"),
+    ),
+    Deployment(
+        name="personas-nightly",
+        entrypoint="flows/personas.py:personas",
+        description="Every night: sanitize yesterday's production export, synthesize personas and tricky "
+                    "prompts, publish the versioned suite the staging swarm fires.",
+        cron=_PERSONAS.cron, timezone=_PERSONAS.timezone,
+        concurrency=1, collision="ENQUEUE",  # two runs for one date would race for one version
+        tags=("personas", "llm"),
+    ),
+    Deployment(
+        name="personas-adhoc",
+        entrypoint="flows/personas.py:personas",
+        description="Build the persona suite for a given date (parameter day=YYYY-MM-DD), or when an export "
+                    "lands: object events under the export prefix; the run waits for its _SUCCESS marker.",
+        triggers=({
+            "type": "event", "enabled": True,
+            "match": {"spotline.key": f"{_PERSONAS.export_prefix}*"},
+            "expect": ["spotline.object.created"],
+            "posture": "Reactive", "threshold": 1, "within": 0,
+            "parameters": {"export_key": "{{ event.resource['spotline.key'] }}"},
+        },),
+        concurrency=1,
+        tags=("personas", "llm", "events"),
     ),
     Deployment(
         name="prompt-gate",

@@ -106,11 +106,25 @@ class Resources:
             terminate()
 
     @cached_property
+    def datasets(self):
+        """Versioned datasets (spotline.storage.datasets) in this object store."""
+        from spotline.storage.datasets import Datasets
+
+        return Datasets(self.store, self.settings.layout)
+
+    @cached_property
+    def secrets(self):
+        """One secret resolver (env:, prefect:, secretsmanager:, ssm:) with its TTL cache, for every user."""
+        from spotline.secrets import SecretResolver
+
+        return SecretResolver(self.settings.llm.secret_ttl_s, region=self.settings.llm.bedrock_region)
+
+    @cached_property
     def gateway(self):
         """The LLM gateway (spotline.llm): providers load lazily, the cache lives in the object store."""
         from spotline.llm.gateway import Gateway
 
-        return Gateway(self.settings, self.store)
+        return Gateway(self.settings, self.store, secrets=self.secrets)
 
 
 _resources: dict[int, Resources] = {}

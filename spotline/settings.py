@@ -254,6 +254,20 @@ class PersonaSettings(BaseModel):
     log_pass_columns: list[str] = Field(default_factory=lambda: ["role", "topic", "channel"])
     quasi_columns: list[str] = Field(default_factory=lambda: ["city", "postcode", "signup_date"],
                                      description="dropped, but too common to redact from every log")
+    # Synthesis
+    groups: int = Field(6, ge=1, description="behaviour groups (k-means over users' sanitized activity)")
+    cards_per_group: int = Field(4, ge=1, description="persona cards the generator writes per group")
+    card_temperature: float = Field(0.8, description="sampled (seeded, cached) so cards differ; 0 = greedy, and a "
+                                    "270M base model then mostly repeats its prompt's examples")
+    context_chunks: int = Field(3, ge=1, description="help-centre chunks retrieved per group")
+    seed: int = 0
+    min_prompt_chars: int = 12
+    duplicate_cosine: float = Field(0.9, description="prompts at least this similar to a kept one are dropped")
+    min_per_category: int = Field(3, ge=0, description="a suite with fewer prompts in any category fails the run")
+    dataset: str = Field("personas", description="dataset name (spotline.storage.datasets); version = the date")
+    # Scheduling (deployments/catalog.py)
+    cron: str = Field("30 3 * * *", description="the nightly run: after the export lands")
+    timezone: str = Field("Europe/Berlin", description="the cron's time zone; 'yesterday' is taken in it too")
 
 
 class Settings(BaseSettings):

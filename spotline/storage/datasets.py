@@ -45,6 +45,7 @@ class DatasetCorrupt(PermanentError):
 
 class PartInfo(BaseModel):
     key: str
+    table: str = ""  # a version may hold several tables (personas + prompts): parts say which
     rows: int
     bytes: int
     sha256: str
@@ -99,33 +100,43 @@ class Datasets:
         return f"{self.root}{name}/latest.json"
 
     def publish(
-        self, name: str, version: str, parts: Iterable[pd.DataFrame], producer: str,
-        code: str | None = None, extra: dict | None = None,
+        self, name: str, version: str, parts: Iterable[pd.DataFrame] | dict[str, Iterable[pd.DataFrame]],
+        producer: str, code: str | None = None, extra: dict | None = None, fmt: str = "parquet",
     ) -> Manifest:
-        """Write the parts, then the manifest, then move ``latest`` (forward only); returns the manifest."""
+        """Write the parts, then the manifest, then move ``latest`` (forward only); returns the manifest.
+
+        `parts` is one table's frames, or {table: frames} for a version of several tables that must
+        appear together. `fmt` is parquet, or jsonl (one JSON object per line, keys sorted: the same
+        rows give the same bytes, so the content hash says whether two runs made the same data).
+        """
         _check_name("name", name)
         _check_name("version", version)
+        if fmt not in ("parquet", "jsonl"):
+            raise ValueError(f"dataset format {fmt!r}: parquet or jsonl")
+        tables = parts if isinstance(parts, dict) else {"": parts}
         write_id = uuid.uuid4().hex[:12]
         folder = self._dir(name, version)
         infos = []
-        for i, frame in enumerate(parts):
-            buf = io.BytesIO()
-            frame.to_parquet(buf, index=False)
-            data = buf.getvalue()
-            key = f"{folder}part-{i:05d}-{write_id}.parquet"
-            self.store.put(key, data, "application/vnd.apache.parquet")
-            infos.append(PartInfo(key=key, rows=len(frame), bytes=len(data), sha256=sha256_hex(data)))
+        for table, frames in tables.items():
+            if table:
+                _check_name("table", table)
+            for i, frame in enumerate(frames):
+                data = _encode(frame, fmt)
+                key = f"{folder}{table or 'part'}-{i:05d}-{write_id}.{fmt}"
+                self.store.put(key, data, _CONTENT_TYPES[fmt])
+                infos.append(PartInfo(key=key, table=table, rows=len(frame), bytes=len(data), sha256=sha256_hex(data)))
         manifest = Manifest(
             name=name, version=version, write_id=write_id, created_at=_now(), producer=producer,
             code_version=code or code_version(), rows=sum(p.rows for p in infos),
-            content_hash=sha256_hex("\n".join(p.sha256 for p in infos)), parts=infos, extra=extra or {},
+            content_hash=sha256_hex("\n".join(f"{p.table}:{p.sha256}" if p.table else p.sha256 for p in infos)),
+            parts=infos, extra=extra or {},
         )
         self.store.put(f"{folder}manifest.json", manifest.model_dump_json(indent=2).encode(), "application/json")
         self._move_pointer(manifest)
         # Only now is the previous write of this version unreachable: remove its parts.
         listed = {p.key for p in infos}
         for obj in self.store.list(folder):
-            if obj.key.rsplit("/", 1)[-1].startswith("part-") and obj.key not in listed:
+            if not obj.key.endswith("/manifest.json") and obj.key not in listed:
                 self.store.delete(obj.key)
         return manifest
 
@@ -163,18 +174,21 @@ class Datasets:
             key = f"{self._dir(name, version)}manifest.json"
         return Manifest.model_validate_json(self.store.get(key))
 
-    def read(self, name: str, version: str | None = None) -> pd.DataFrame:
-        """The whole dataset as one frame (latest by default), every part checked against the manifest."""
+    def read(self, name: str, version: str | None = None, table: str | None = None) -> pd.DataFrame:
+        """One table of the dataset as one frame (latest by default), every part checked against the manifest."""
         manifest = self.manifest(name, version)
         frames = []
         for part in manifest.parts:
+            if table is not None and part.table != table:
+                continue
             try:
                 data = self.store.get(part.key)
             except ObjectNotFound:
                 raise DatasetCorrupt(f"{name} version {manifest.version}: part {part.key} is missing") from None
             if sha256_hex(data) != part.sha256:
                 raise DatasetCorrupt(f"{name} version {manifest.version}: part {part.key} does not match its hash")
-            frames.append(pd.read_parquet(io.BytesIO(data)))
+            frames.append(pd.read_json(io.BytesIO(data), lines=True, dtype=False) if part.key.endswith(".jsonl")
+                          else pd.read_parquet(io.BytesIO(data)))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def versions(self, name: str) -> list[str]:
@@ -183,6 +197,18 @@ class Datasets:
             if obj.key.endswith("/manifest.json"):
                 found.add(obj.key.split("/version=", 1)[1].split("/", 1)[0])
         return sorted(found)
+
+
+_CONTENT_TYPES = {"parquet": "application/vnd.apache.parquet", "jsonl": "application/x-ndjson"}
+
+
+def _encode(frame: pd.DataFrame, fmt: str) -> bytes:
+    if fmt == "parquet":
+        buf = io.BytesIO()
+        frame.to_parquet(buf, index=False)
+        return buf.getvalue()
+    return "".join(json.dumps(row, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+                   for row in frame.to_dict(orient="records")).encode()
 
 
 def _now() -> str:
