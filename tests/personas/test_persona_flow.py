@@ -19,7 +19,9 @@ from spotline.personas.sanitize import LeakFound, fold
 from spotline.personas.synthesis import CATEGORIES, ThinSuite
 from tests.conftest import ROOT, use_settings
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
+# The module's one real run makes 16 model calls and ingests the help centre: about 2 minutes alone
+# on 2 cores, more under load. The timeout covers the fixture too.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api"), pytest.mark.timeout(900)]
 
 SAMPLE = ROOT / "data" / "production_sample"
 DAY = "2026-11-30"
@@ -70,6 +72,22 @@ def nightly(tmp_path_factory):
     again = personas(day=DAY)
     yield res, first, again, sent, calls_after_first
     mp.undo()
+    _forget_settings()
+
+
+def _forget_settings() -> None:
+    """Later tests must not inherit this module's settings (a deleted folder, a scripted model)."""
+    from spotline import resources
+    from spotline.settings import get_settings
+
+    get_settings.cache_clear()
+    resources._resources.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings_after_each_test():
+    yield
+    _forget_settings()
 
 
 def test_no_pii_of_the_source_is_in_anything_sent_to_or_returned_by_the_model(nightly):
