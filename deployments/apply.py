@@ -248,7 +248,7 @@ def apply_deployment(client: SyncPrefectClient, d: Deployment, target: Target) -
 
 
 def _deployments(client: SyncPrefectClient, target: Target, settings: Settings) -> list[Change]:
-    changes = [apply_deployment(client, d, target) for d in all_deployments(settings.prefect.recovery_sweep_cron)]
+    changes = [apply_deployment(client, d, target) for d in all_deployments(settings.prefect.recovery_sweep_cron, settings.personas)]
     listed = {c.name for c in changes}
     for dep in client.read_deployments(
             deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[MANAGED_TAG]))):
@@ -285,7 +285,7 @@ def _automations(client: SyncPrefectClient, settings: Settings) -> list[Change]:
         return client.read_deployment_by_name(f"{_flow(d.entrypoint).name}/{d.name}").id
 
     wanted = automations(settings.prefect.heartbeat_s, deployment_id(RECOVERY))
-    wanted += [deployment_trigger(d.name, deployment_id(d), spec) for d in all_deployments(settings.prefect.recovery_sweep_cron)
+    wanted += [deployment_trigger(d.name, deployment_id(d), spec) for d in all_deployments(settings.prefect.recovery_sweep_cron, settings.personas)
                 for spec in d.triggers]
     changes = []
     for want in wanted:

@@ -126,6 +126,37 @@ def upload_trigger(window_s: int) -> dict[str, Any]:
     }
 
 
+def persona_deployments(cfg: PersonaSettings) -> tuple[Deployment, Deployment]:
+    """The nightly persona suite and its ad-hoc / export-event twin, scheduled from settings
+    (`personas.cron`, `personas.timezone`, `personas.export_prefix`)."""
+    return (
+        Deployment(
+            name="personas-nightly",
+            entrypoint="flows/personas.py:personas",
+            description="Every night: sanitize yesterday's production export, synthesize personas and tricky "
+                        "prompts, publish the versioned suite the staging swarm fires.",
+            cron=cfg.cron, timezone=cfg.timezone,
+            concurrency=1, collision="ENQUEUE",  # two runs for one date would race for one version
+            tags=("personas", "llm"),
+        ),
+        Deployment(
+            name="personas-adhoc",
+            entrypoint="flows/personas.py:personas",
+            description="Build the persona suite for a given date (parameter day=YYYY-MM-DD), or when an export "
+                        "lands: object events under the export prefix; the run waits for its _SUCCESS marker.",
+            triggers=({
+                "type": "event", "enabled": True,
+                "match": {"spotline.key": f"{cfg.export_prefix}*"},
+                "expect": ["spotline.object.created"],
+                "posture": "Reactive", "threshold": 1, "within": 0,
+                "parameters": {"export_key": "{{ event.resource['spotline.key'] }}"},
+            },),
+            concurrency=1,
+            tags=("personas", "llm", "events"),
+        ),
+    )
+
+
 DEPLOYMENTS: tuple[Deployment, ...] = (
     Deployment(
         name="ingest-nightly",
@@ -151,30 +182,7 @@ DEPLOYMENTS: tuple[Deployment, ...] = (
         concurrency=1,  # one drain at a time; a window that fires meanwhile waits, then finds little to do
         tags=("ingest", "events"),
     ),
-    Deployment(
-        name="personas-nightly",
-        entrypoint="flows/personas.py:personas",
-        description="Every night: sanitize yesterday's production export, synthesize personas and tricky "
-                    "prompts, publish the versioned suite the staging swarm fires.",
-        cron=_PERSONAS.cron, timezone=_PERSONAS.timezone,
-        concurrency=1, collision="ENQUEUE",  # two runs for one date would race for one version
-        tags=("personas", "llm"),
-    ),
-    Deployment(
-        name="personas-adhoc",
-        entrypoint="flows/personas.py:personas",
-        description="Build the persona suite for a given date (parameter day=YYYY-MM-DD), or when an export "
-                    "lands: object events under the export prefix; the run waits for its _SUCCESS marker.",
-        triggers=({
-            "type": "event", "enabled": True,
-            "match": {"spotline.key": f"{_PERSONAS.export_prefix}*"},
-            "expect": ["spotline.object.created"],
-            "posture": "Reactive", "threshold": 1, "within": 0,
-            "parameters": {"export_key": "{{ event.resource['spotline.key'] }}"},
-        },),
-        concurrency=1,
-        tags=("personas", "llm", "events"),
-    ),
+    *persona_deployments(_PERSONAS),
     Deployment(
         name="prompt-gate",
         entrypoint="flows/prompt_eval.py:prompt_eval",
@@ -224,13 +232,18 @@ def recovery_sweep(cron: str) -> Deployment:
     )
 
 
-def all_deployments(sweep_cron: str | None = None) -> tuple[Deployment, ...]:
+def all_deployments(sweep_cron: str | None = None, personas: PersonaSettings | None = None) -> tuple[Deployment, ...]:
     """The catalog as applied: every deployment, the fallback twins, and the recovery deployments.
-    ``sweep_cron``: the recover-missed schedule (settings ``prefect.recovery_sweep_cron``)."""
+    ``sweep_cron``: the recover-missed schedule (settings ``prefect.recovery_sweep_cron``);
+    ``personas``: the persona settings whose schedule and export prefix the persona deployments use."""
     from spotline.settings import PrefectSettings
 
-    twins = tuple(fallback_twin(d) for d in DEPLOYMENTS if d.recoverable)
-    return (*DEPLOYMENTS, *twins, RECOVERY, recovery_sweep(sweep_cron or PrefectSettings().recovery_sweep_cron))
+    listed = DEPLOYMENTS
+    if personas is not None:
+        mine = {d.name: d for d in persona_deployments(personas)}
+        listed = tuple(mine.get(d.name, d) for d in DEPLOYMENTS)
+    twins = tuple(fallback_twin(d) for d in listed if d.recoverable)
+    return (*listed, *twins, RECOVERY, recovery_sweep(sweep_cron or PrefectSettings().recovery_sweep_cron))
 
 
 def tags_of(d: Deployment) -> list[str]:

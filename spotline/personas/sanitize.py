@@ -330,6 +330,7 @@ def pattern_recognizers(regions: Iterable[str] = ("US", "GB", "DE", "FR", "ES"))
 # Cheap tests that say a recognizer cannot match: most chat lines carry no digits, no '@' and no
 # URL, and skipping the recognizers on them is most of the sanitizer's speed (bench/persona_bench.py).
 _DIGIT_RUN = re.compile(r"\d[\d\s().\-/]{4,}\d")
+_PHONE_RUN = re.compile(r"[+(]?\d[\d\s().\-/]{4,}\d\)?")
 _WORDY_EMAIL = re.compile(r"(?i)\[at\]|\(at\)|\{at\}|\sat\s.*(?:\.|\sdot\s|\[dot\]|\(dot\))")
 
 
@@ -409,10 +410,24 @@ class Sanitizer:
         for rec in self.recognizers:
             if not _needs(rec.name, text):
                 continue
-            for r in rec.analyze(text, rec.supported_entities, None):
+            for start, r in self._analyze(rec, text):
                 if r.score > self.min_score:  # Presidio already drops failed checksums (score 0)
-                    spans.append(Span(r.start, r.end, r.entity_type, "pattern"))
+                    spans.append(Span(start + r.start, start + r.end, r.entity_type, "pattern"))
         return _merge(spans)
+
+    @staticmethod
+    def _analyze(rec: Any, text: str) -> Iterator[tuple[int, Any]]:
+        """(offset, result) pairs. The phone recognizer (phonenumbers' matcher, once per region) is
+        most of the cost: it runs on windows around digit runs instead of the whole line, which
+        finds the same numbers (context words play no part here) in a fraction of the time."""
+        if rec.name != "PhoneRecognizer":
+            for r in rec.analyze(text, rec.supported_entities, None):
+                yield 0, r
+            return
+        for m in _PHONE_RUN.finditer(text):
+            start, end = max(0, m.start() - 2), min(len(text), m.end() + 2)
+            for r in rec.analyze(text[start:end], rec.supported_entities, None):
+                yield start, r
 
     def scrub(self, text: Any) -> tuple[Any, list[Span]]:
         if not isinstance(text, str) or not text:

@@ -184,3 +184,16 @@ def test_apply_without_a_server_says_what_is_missing():
     proc = subprocess.run([sys.executable, "-m", "deployments", "apply"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "PREFECT_API_URL is not set" in proc.stderr
+
+
+def test_the_persona_deployments_take_their_schedule_and_export_prefix_from_settings():
+    from spotline.settings import PersonaSettings
+
+    cfg = PersonaSettings(cron="0 5 * * *", timezone="America/New_York", export_prefix="dumps/prod/")
+    listed = {d.name: d for d in catalog.all_deployments(personas=cfg)}
+    nightly, adhoc = listed["personas-nightly"], listed["personas-adhoc"]
+    assert (nightly.cron, nightly.timezone) == ("0 5 * * *", "America/New_York")
+    assert adhoc.triggers[0]["match"] == {"spotline.key": "dumps/prod/*"}
+    assert listed["personas-nightly-ondemand"].cron is None  # the twin is started by recovery only
+    defaults = {d.name: d for d in catalog.all_deployments()}
+    assert defaults["personas-nightly"].cron == PersonaSettings().cron

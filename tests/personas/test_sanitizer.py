@@ -200,3 +200,19 @@ def test_the_export_reader_and_sanitizer_agree_with_the_labels_through_the_objec
     assert raw.set_aside == [] and len(raw.logs) == 1200 and len(raw.users) == 120
     snap = sanitize_snapshot(raw.users, raw.logs, ColumnPolicy(), Pseudonymizer(KEY))
     assert len(snap.logs) == 1200 and snap.stats.by_entity[PHONE] > 100
+
+
+def test_phone_numbers_found_in_windows_are_the_ones_found_in_the_whole_line(sample):
+    """The sanitizer runs phonenumbers' matcher only around digit runs (its main cost): on every
+    line of the sample that must find exactly what the whole-line matcher finds."""
+    _, logs, _ = sample
+    phone = next(r for r in pattern_recognizers() if r.name == "PhoneRecognizer")
+    windowed = Sanitizer(KnownValues(), [phone])
+    differ = []
+    for text in logs["text"]:
+        whole = sorted((r.start, r.end) for r in phone.analyze(text, phone.supported_entities, None) if r.score > 0)
+        mine = sorted((s.start, s.end) for s in windowed.spans(text))
+        if whole != mine:
+            differ.append((whole, mine))
+    assert len([t for t in logs["text"] if phone.analyze(t, phone.supported_entities, None)]) > 200
+    assert differ == []
