@@ -13,6 +13,12 @@
    (data/production_sample), Spotline and Presidio side by side: the README's table.
 3. Known-value redaction at scale: the same 10,000 lines scanned with 1,000, 100,000 and
    1,000,000 known values in the automaton (build time, lines/s). Goal: lines/s flat.
+4. Persona prompts per minute: the personas flow on the committed sample with the local model
+   (Gemma 3 270M, the help centre's Markdown articles as the index, a temporary Prefect server),
+   and the cost per 1,000 published prompts on the aws generator route (Claude Haiku 4.5) from
+   the price table, at the token counts this run measured (the local tokenizer's: Claude's
+   counts differ by some percent; the local prompt also carries few-shot examples Claude's needs
+   fewer of, so this errs high). `--skip-generation` leaves it out.
 Writes the tables to bench/out/persona-results.md.
 """
 
@@ -131,17 +137,64 @@ def known_at_scale(skip_million: bool) -> list[str]:
     return out
 
 
+def generation() -> list[str]:
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="persona-bench-"))
+    os.environ.update({"SPOTLINE_HOME": str(work), "SPOTLINE_STORE__ROOT": str(work / "store"),
+                       "SPOTLINE_INDEX__PATH": str(work / "index"), "HF_HUB_OFFLINE": "1",
+                       "SPOTLINE_PERSONAS__PSEUDONYM_KEY": "env:BENCH_PSEUDONYM_KEY",
+                       "BENCH_PSEUDONYM_KEY": "bench-key-" + "0" * 24, "SPOTLINE_LLM__CACHE_ENABLED": "false"})
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.ingest import ingest
+    from flows.personas import personas
+    from spotline.resources import get_resources
+    from spotline.settings import get_settings
+
+    get_settings.cache_clear()
+    res = get_resources()
+    for path in sorted((ROOT / "data" / "sample_corpus").rglob("*.md")):
+        res.store.put(f"corpus/{path.relative_to(ROOT / 'data' / 'sample_corpus')}", path.read_bytes())
+    for path in sorted((SAMPLE / "date=2026-11-30").iterdir()):
+        res.store.put(f"exports/production/date=2026-11-30/{path.name}", path.read_bytes())
+    with prefect_test_harness():
+        ingest()
+        started = time.perf_counter()
+        out = personas(day="2026-11-30")
+        seconds = time.perf_counter() - started
+    calls = [r for r in res.gateway.ledger.rows() if r.outcome == "ok"]
+    model_s = sum(r.latency_s for r in calls)
+    tokens_in = sum(r.input_tokens for r in calls)
+    tokens_out = sum(r.output_tokens for r in calls)
+    price_in, price_out = res.settings.prices.llm_per_1m["us.anthropic.claude-haiku-4-5-20251001-v1:0"]
+    per_card = (tokens_in * price_in + tokens_out * price_out) / 1e6 / max(len(calls), 1)
+    per_1000 = per_card * len(calls) / max(out["prompts"], 1) * 1000
+    return [
+        "| Persona generation (committed sample, local Gemma 3 270M) | value |", "| --- | --- |",
+        f"| cards asked of the model | {len(calls)} ({tokens_in} in / {tokens_out} out tokens, {model_s:.0f} s in the model) |",
+        f"| personas / prompts published | {out['personas']} / {out['prompts']} |",
+        f"| whole run (sanitize, group, generate, filter, publish) | {seconds:.0f} s |",
+        f"| **prompts per minute** (whole run) | **{out['prompts'] / seconds * 60:.0f}** |",
+        f"| model cards per minute | {len(calls) / model_s * 60:.1f} |",
+        f"| **cost per 1,000 published prompts**, generator route on aws (Claude Haiku 4.5, ${price_in}/${price_out} per 1M) | **${per_1000:.4f}** |",
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--skip-million", action="store_true")
+    parser.add_argument("--skip-generation", action="store_true")
     args = parser.parse_args()
     print(f"# Persona pipeline benchmark ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs)\n", flush=True)
     sections = []
     table, summary = throughput(args.lines)
     sections.append(table)
     print("\n".join(table) + "\n", flush=True)
-    for part in (per_entity(), known_at_scale(args.skip_million)):
+    for make in (per_entity, lambda: known_at_scale(args.skip_million),
+                 *([] if args.skip_generation else [generation])):
+        part = make()
         sections.append(part)
         print("\n".join(part) + "\n", flush=True)
     ok = summary["ratio"] >= 1.0 and summary["spotline"] >= summary["presidio"]
