@@ -23,6 +23,20 @@ def states_of(stack, flow_run_id: UUID):
         return sorted(client.read_flow_run_states(flow_run_id), key=lambda s: s.timestamp)
 
 
+def task_runs_named(stack, flow_run_id: UUID, prefix: str) -> dict[str, list[str]]:
+    """Task runs of a flow run whose name starts with `prefix`, by name -> state names, every attempt
+    included (Completed = executed, Cached = reused from a persisted result)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with stack.client() as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    out: dict[str, list[str]] = {}
+    for t in runs:
+        if t.name.startswith(prefix):
+            out.setdefault(t.name, []).append(t.state.name if t.state else "?")
+    return out
+
+
 def seed(store: Path) -> None:
     dest = store / "corpus" / "help-centre"
     for path in sorted(SAMPLE.rglob("*")):

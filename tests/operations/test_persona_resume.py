@@ -16,7 +16,7 @@ from uuid import UUID
 import pytest
 
 from tests.conftest import ROOT
-from tests.operations.conftest import flow_process, states_of
+from tests.operations.conftest import flow_process, states_of, task_runs_named
 
 pytestmark = [pytest.mark.slow]
 
@@ -32,15 +32,7 @@ def _stage_export(stack) -> None:
 
 def _group_runs(stack, flow_run_id: UUID) -> dict[str, list[str]]:
     """write-personas task runs by name -> state names (Completed = asked the model, Cached = reused)."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with stack.client() as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    out: dict[str, list[str]] = {}
-    for t in runs:
-        if t.name.startswith("write-personas-"):
-            out.setdefault(t.name, []).append(t.state.name if t.state else "?")
-    return out
+    return task_runs_named(stack, flow_run_id, "write-personas-")
 
 
 def _executed(stack, flow_run_id: UUID) -> int:

@@ -14,7 +14,7 @@ from uuid import UUID
 import pytest
 
 from runtime.writers import _pid_alive
-from tests.operations.conftest import PREFIX, flow_process, kill_tree, seed, states_of
+from tests.operations.conftest import PREFIX, flow_process, kill_tree, seed, states_of, task_runs_named
 
 pytestmark = [pytest.mark.slow]
 
@@ -61,15 +61,7 @@ def index_rows(stack) -> set[tuple[str, str]]:
 
 def batch_runs(stack, flow_run_id: UUID) -> dict[str, list[str]]:
     """ingest-batch task runs of a flow run, by name -> state names (Completed = executed, Cached = reused)."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with stack.client() as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    out: dict[str, list[str]] = {}
-    for t in runs:
-        if t.name.startswith("ingest-batch-"):
-            out.setdefault(t.name, []).append(t.state.name if t.state else "?")
-    return out
+    return task_runs_named(stack, flow_run_id, "ingest-batch-")
 
 
 def executed(stack, flow_run_id: UUID) -> int:
