@@ -56,3 +56,22 @@ def test_a_missing_fine_tuned_adapter_is_a_typed_rejection(tmp_path):
     with pytest.raises(LLMCallFailed) as err:
         Gateway(s, make_store(s.store)).call(text="hello", max_tokens=4)
     assert err.value.tried[0].outcome == "rejected" and "adapter.gguf does not exist" in str(err.value)
+
+
+def test_a_sampled_call_draws_the_same_whatever_the_process_asked_before(tmp_path):
+    """A seeded, sampled call depends on its request and seed only: not on the prompts the model
+    evaluated before it (llama-cpp-python's prefix reuse once made one persona card come out two
+    ways, by call order). Two fresh models, the same three calls in opposite orders."""
+    settings = Settings(home=tmp_path, store=StoreSettings(kind="local", root=tmp_path / "store"),
+                        llm=LLMSettings(cache_enabled=False))
+
+    def cards(order):
+        gateway = Gateway(settings, make_store(settings.store))
+        out = {}
+        for mood in order:
+            out[mood] = gateway.call("generator", prompt="persona_card", temperature=0.8, seed=len(mood),
+                                     variables={"plan": "team", "area": "recurring invoices", "mood": mood}).text
+        return out
+
+    moods = ["friendly", "frustrated", "confused"]
+    assert cards(moods) == cards(moods[::-1])

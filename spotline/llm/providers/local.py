@@ -179,6 +179,13 @@ class LlamaCppProvider:
                     f"{llm.n_ctx()}-token context of {model.model_id}"
                 )
             llm.grammar_sampling = self.grammar_sampling
+            if request.temperature > 0:
+                # A sampled draw must depend on its request and seed only. llama-cpp-python reuses
+                # the previous prompt's matching prefix in the KV cache, which evaluates the rest in
+                # other batches: the logits move in the last bits and a sampled draw can change with
+                # whatever this process asked before (seen: one persona card, two answers, by call
+                # order). Evaluating the whole prompt afresh costs ~0.5 s; greedy calls keep the reuse.
+                llm.reset()
             out = llm.create_completion(
                 request.text,
                 max_tokens=request.max_tokens,
