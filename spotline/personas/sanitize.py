@@ -335,13 +335,12 @@ _WORDY_EMAIL = re.compile(r"(?i)\[at\]|\(at\)|\{at\}|\sat\s.*(?:\.|\sdot\s|\[dot
 
 
 def _needs(name: str, text: str) -> bool:
-    if name in ("OfflineEmailRecognizer",):
+    if name == "OfflineEmailRecognizer":
         return "@" in text
     if name == "ObfuscatedEmailRecognizer":
         return _WORDY_EMAIL.search(text) is not None
-    if name in ("PhoneRecognizer", "CreditCardRecognizer", "UsSsnRecognizer", "LarkspurAccountIdRecognizer"):
-        return _DIGIT_RUN.search(text) is not None
-    if name == "IbanRecognizer":
+    if name in ("PhoneRecognizer", "CreditCardRecognizer", "UsSsnRecognizer", "LarkspurAccountIdRecognizer",
+                "IbanRecognizer"):
         return _DIGIT_RUN.search(text) is not None
     if name == "IpRecognizer":
         return ("." in text or ":" in text) and any(c.isdigit() for c in text)

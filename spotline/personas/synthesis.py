@@ -332,11 +332,11 @@ def quality_filter(prompts: list[Prompt], vectors: np.ndarray, min_chars: int = 
     return kept, dropped
 
 
-def coverage(prompts: list[Prompt], minimum: int) -> dict[str, int]:
-    """Prompts per category; raises ThinSuite when any category is below `minimum`."""
+def coverage(categories: Iterable[str], minimum: int) -> dict[str, int]:
+    """Prompts per category, given each prompt's category; raises ThinSuite when any is below `minimum`."""
     counts = {c: 0 for c in CATEGORIES}
-    for p in prompts:
-        counts[p.category] += 1
+    for category in categories:
+        counts[category] += 1
     thin = {c: n for c, n in counts.items() if n < minimum}
     if thin:
         raise ThinSuite(f"{len(thin)} categor{'y' if len(thin) == 1 else 'ies'} below the minimum of {minimum} "
