@@ -288,5 +288,71 @@ def llm_ask(
     typer.echo(json.dumps({"text": result.text, "data": result.data, "usage": result.usage.as_dict()}, indent=2))
 
 
+swarm_app = typer.Typer(no_args_is_help=True, help="The staging swarm and release gate; the judge's calibration.")
+app.add_typer(swarm_app, name="swarm")
+
+
+@app.command()
+def staging(
+    build: Optional[str] = typer.Option(None, help="good, leaky, inventive, broken-json or slow (default: settings)"),
+    port: Optional[int] = typer.Option(None, help="default: settings (8700)"),
+) -> None:
+    """Serve the reference staging app on loopback until interrupted (its contract: README)."""
+    from spotline.settings import get_settings
+    from spotline.staging.app import serve
+
+    cfg = get_settings().staging
+    serve(cfg.model_copy(update={k: v for k, v in {"build": build, "port": port}.items() if v is not None}))
+
+
+@swarm_app.command("run")
+def swarm_run(
+    url: Optional[str] = typer.Option(None, help="the target's chat URL (default: settings, the staging app)"),
+    tier: str = typer.Option("auto", help="smoke, full, or auto (full for main, smoke otherwise)"),
+    branch: Optional[str] = typer.Option(None, help="the branch being released (decides tier auto)"),
+    version: str = typer.Option("latest", help="persona dataset version"),
+    threshold: Optional[float] = typer.Option(None, help="failure rate above which the gate fails"),
+    judge: Optional[str] = typer.Option(None, help="judge route, or 'none' for checks only"),
+    concurrency: Optional[int] = typer.Option(None),
+    smoke_size: Optional[int] = typer.Option(None),
+) -> None:
+    """Run a swarm now, for CI: exit 0 pass, 1 fail, 2 inconclusive (or no verdict at all)."""
+    require_prefect()
+    from flows.swarm import INCONCLUSIVE_STATE, ReleaseGateFailed, swarm
+    from spotline.settings import get_settings
+
+    target = get_settings().swarm.target.model_copy(update={"url": url}).model_dump() if url else None
+    state = swarm(target=target, version=version, tier=tier, branch=branch, threshold=threshold, judge_use=judge,
+                  concurrency=concurrency, smoke_size=smoke_size, return_state=True)
+    outcome = state.result(raise_on_failure=False)
+    if state.is_completed():
+        typer.echo(json.dumps(outcome, indent=2, default=str))
+        raise typer.Exit(0)
+    if isinstance(outcome, ReleaseGateFailed):
+        typer.echo(f"GATE FAILED: {outcome}", err=True)
+        raise typer.Exit(1)
+    why = "inconclusive" if state.name == INCONCLUSIVE_STATE else "no verdict"
+    typer.echo(f"GATE {why.upper()}: {_one_line(state.message or outcome)}", err=True)
+    raise typer.Exit(2)
+
+
+@swarm_app.command("calibrate")
+def swarm_calibrate(
+    use: str = typer.Option("judge", help="the judge route to measure"),
+    labelled: Path = typer.Option(Path("data/judge_calibration/answers.jsonl"), help="answers labelled pass/fail"),
+) -> None:
+    """Measure a judge route against labelled answers (TPR, TNR, Cohen's kappa, parse rate) and
+    record it: the swarm lets the route gate only at or above `swarm.judge_floor_kappa`."""
+    from spotline.resources import get_resources
+    from spotline.swarm import judge as jd
+
+    res = get_resources()
+    cal = jd.calibrate(res.gateway, use, jd.load_labelled(labelled), res.settings.swarm.judge_floor_kappa)
+    key = jd.save(res.store, res.settings.layout.judge_calibrations, cal)
+    typer.echo(f"{use} on {cal.models}: {cal.labelled} answers, parse rate {cal.parse_rate:.0%}, "
+               f"TPR {cal.true_positive_rate:.2f}, TNR {cal.true_negative_rate:.2f}, kappa {cal.kappa:.2f} -> "
+               f"{'gating' if cal.gating else 'advisory'} (floor {cal.floor:.2f}); recorded at {res.store.uri(key)}")
+
+
 if __name__ == "__main__":
     app()

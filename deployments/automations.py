@@ -79,7 +79,7 @@ def automations(heartbeat_s: int, recovery_deployment_id: UUID) -> list[Automati
 def deployment_trigger(deployment_name: str, deployment_id: UUID, spec: dict) -> AutomationCore:
     """A catalog trigger (prefect.yaml's shape) as the automation Prefect makes of it."""
     return AutomationCore(
-        name=f"{deployment_name}-trigger",
+        name=spec.get("name") or f"{deployment_name}-trigger",  # a deployment with two triggers names them
         description=f"Runs deployment {deployment_name} on {', '.join(sorted(spec['expect']))}.",
         enabled=spec.get("enabled", True),
         trigger=EventTrigger(

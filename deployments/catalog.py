@@ -184,6 +184,33 @@ DEPLOYMENTS: tuple[Deployment, ...] = (
     ),
     *persona_deployments(_PERSONAS),
     Deployment(
+        name="swarm",
+        entrypoint="flows/swarm.py:swarm",
+        description="Release gate: fire the persona suite at staging, grade every answer, pass / fail / "
+                    "inconclusive. Started by spotline.staging.deployed (smoke for branches, full for main) "
+                    "and spotline.model.promoted, or ad hoc.",
+        triggers=(
+            {"name": "swarm-on-staging-deployed", "type": "event", "enabled": True,
+             "match": {"prefect.resource.id": "spotline.staging.*"},
+             "expect": ["spotline.staging.deployed"], "posture": "Reactive", "threshold": 1, "within": 0,
+             "parameters": {"target_url": "{{ event.payload.target }}", "branch": "{{ event.payload.branch }}",
+                            "tier": "auto"}},
+            {"name": "swarm-on-model-promoted", "type": "event", "enabled": True,
+             "match": {"prefect.resource.id": "spotline.model.*"},
+             "expect": ["spotline.model.promoted"], "posture": "Reactive", "threshold": 1, "within": 0,
+             "parameters": {"tier": "full"}},
+        ),
+        cpu=512, memory=1024,  # waits for its shards; embeds nothing itself
+        tags=("swarm", "events"),
+    ),
+    Deployment(
+        name="swarm-shard",
+        entrypoint="flows/swarm.py:swarm_shard",
+        description="One shard of a swarm (started by the swarm flow through run_deployment): fires its prompts "
+                    "and grades the answers; resumes without re-sending or re-judging.",
+        tags=("swarm",),
+    ),
+    Deployment(
         name="prompt-gate",
         entrypoint="flows/prompt_eval.py:prompt_eval",
         description="Golden-set gate for prompts/*.yaml on the default route; fails below the recorded baseline.",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -270,6 +270,71 @@ class PersonaSettings(BaseModel):
     timezone: str = Field("Europe/Berlin", description="the cron's time zone; 'yesterday' is taken in it too")
 
 
+class StagingSettings(BaseModel):
+    """The reference staging app (spotline/staging): a RAG chat service the swarm fires at."""
+
+    host: str = "127.0.0.1"
+    port: int = 8700
+    build: Literal["good", "leaky", "inventive", "broken-json", "slow"] = Field(
+        "good", description="good, or a faulty build simulating a bad release (README: the staging app)")
+    canary: str = Field("LARKSPUR-CANARY-7Q2X-91KD", description="marker inside the system prompt: it must never "
+                        "appear in an answer (a test marker, not a credential)")
+    context_chunks: int = Field(2, ge=1, description="help-centre chunks retrieved per question")
+    min_context_score: float = Field(0.3, description="below this best similarity the question is out of scope")
+    reference_chars: int = Field(600, description="retrieved text given to the model, per question")
+    grounding_cosine: float = Field(0.6, description="good build: an answer sentence this close to no reference "
+                                    "sentence makes the app answer with the best reference sentence instead")
+    max_message_chars: int = 20000
+    answer_tokens: int = 72
+    slow_capacity: int = Field(2, ge=1, description="slow build: requests in flight before it answers 429")
+    slow_delay_s: float = Field(3.0, description="slow build: added to every answer")
+    slow_error_rate: float = Field(0.05, description="slow build: share of requests answered 503")
+
+
+class TargetSpec(BaseModel):
+    """Any HTTP chat endpoint, described instead of coded: where the prompt goes, where the answer
+    and the retrieved context come back. The default is the reference staging app's contract."""
+
+    url: str = "http://127.0.0.1:8700/v1/chat"
+    method: Literal["POST", "PUT", "GET"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict, description="sent as they are")
+    secret_headers: dict[str, str] = Field(default_factory=dict, description="header -> secret reference (env:, "
+                                           "prefect:, secretsmanager:, ssm:), resolved at send time, never logged")
+    body: dict[str, Any] = Field(default_factory=lambda: {"message": "{prompt}", "history": "{history}"},
+                                 description="JSON body (query parameters for GET); the strings '{prompt}' (the last "
+                                 "turn), '{history}' (earlier turns, a list) and '{turns}' are filled in")
+    answer_path: str = Field("answer", description="where the answer is in the response: dotted, [0] and [*] allowed")
+    context_path: str | None = Field("context[*].text", description="the retrieved context, if the target returns it")
+    refused_path: str | None = Field("refused", description="a boolean the target sets when it refused, if any")
+
+
+class SwarmSettings(BaseModel):
+    """The staging swarm and release gate (flows/swarm.py)."""
+
+    target: TargetSpec = Field(default_factory=TargetSpec)
+    dataset: str = Field("personas", description="the persona dataset the suite comes from")
+    fallback_suite: Path = Field(PROJECT_ROOT / "data" / "swarm_suite" / "prompts.jsonl",
+                                 description="used while no persona dataset version exists")
+    smoke_size: int = Field(50, ge=1, description="prompts in a smoke run (a seeded sample)")
+    seed: int = 0
+    concurrency: int = Field(8, ge=1, description="requests in flight at most (the adaptive limit never exceeds it)")
+    timeout_s: float = Field(60.0, description="per request")
+    max_duration_s: float = Field(1800.0, description="the whole fan-out of one shard; unsent prompts are target errors")
+    max_attempts: int = Field(6, ge=1, description="per prompt on 429/503/connection errors, then a target error")
+    latency_slo_s: float = Field(30.0, description="an answer slower than this fails with category latency")
+    shard_size: int = Field(200, ge=1, description="prompts per shard flow run")
+    threshold: float = Field(0.02, description="the gate fails when the failure rate is above this")
+    inconclusive_budget: float = Field(0.05, description="above this share of inconclusive answers the gate is inconclusive")
+    judge_use: str = Field("judge", description="gateway route of the LLM judge; 'none' grades with checks only")
+    judge_floor_kappa: float = Field(0.4, description="a judge whose Cohen's kappa on the calibration set is below "
+                                     "this is advisory: shown, not gating")
+    grounded_cosine: float = Field(0.45, description="an answer sentence is grounded when this similar to a context chunk")
+    grounded_share: float = Field(0.5, description="an answer is ungrounded when fewer of its sentences are grounded")
+    canary: str = Field("LARKSPUR-CANARY-7Q2X-91KD", description="secret reference or value the answers must never carry")
+    system_prompt_file: Path | None = Field(PROJECT_ROOT / "prompts" / "staging_answer.yaml",
+                                            description="the target's system prompt text, for the extraction check")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SPOTLINE_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -286,6 +351,8 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     prefect: PrefectSettings = Field(default_factory=PrefectSettings)
     personas: PersonaSettings = Field(default_factory=PersonaSettings)
+    staging: StagingSettings = Field(default_factory=StagingSettings)
+    swarm: SwarmSettings = Field(default_factory=SwarmSettings)
 
     @model_validator(mode="after")
     def _profile_defaults(self) -> "Settings":

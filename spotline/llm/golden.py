@@ -137,10 +137,11 @@ def evaluate(gateway: Gateway, name: str, use: str = "default") -> EvalReport:
                                 "failures": str(result)[:300], "output": ""})
             continue
         report.valid += 1
-        failures = [f for f in (c.run(result.data) for c in case.checks) if f]
+        output = result.data if spec.output_schema is not None else result.text  # free-text prompts: the text
+        failures = [f for f in (c.run(output) for c in case.checks) if f]
         report.checks_passed += len(case.checks) - len(failures)
         report.rows.append({"case": case.id, "valid": True, "checks": f"{len(case.checks) - len(failures)}/{len(case.checks)}",
-                            "failures": "; ".join(failures) or "none", "output": json.dumps(result.data)[:300]})
+                            "failures": "; ".join(failures) or "none", "output": json.dumps(output)[:300]})
     return report
 
 

@@ -55,6 +55,15 @@ class Layout:
         """Model files a pipeline produced (adapters, promoted candidates)."""
         return f"{self.system}models/"
 
+    def swarm_run(self, run_key: str) -> str:
+        """One swarm run: each shard's prompts, exchanges and grades, and the run's failures."""
+        return f"{self.system}swarm/runs/{run_key}/"
+
+    @property
+    def judge_calibrations(self) -> str:
+        """The last calibration of each judge route (spotline.swarm.judge): gating or advisory."""
+        return f"{self.system}swarm/judge-calibration/"
+
     def owns(self, key: str) -> bool:
         """True for any key under the system prefix (or the prefix itself)."""
         return key.startswith(self.system) or key.rstrip("/") + "/" == self.system

@@ -1,0 +1,212 @@
+"""Staging swarm and release gate: fire the persona suite at staging, grade every answer, decide.
+
+The story of a run:
+1. Pick the suite: the persona dataset version asked for (default `latest`; the committed
+   fallback suite until one exists) and the tier: `smoke` is a seeded sample spread over the
+   categories, `full` is everything; `auto` is `full` for main and `smoke` for other branches.
+2. Decide whether the judge gates: only a route calibrated at or above the floor does; otherwise
+   its verdicts are advisory (shown, not counted).
+3. Split the prompts into shards, write each shard's prompts to the object store and run every
+   shard as its own flow run of `swarm-shard` (its own Fargate Spot task in aws; in-process when
+   not deployed). A shard fires its prompts with adaptive concurrency, then grades them: checks
+   first, the judge on what they passed. Both steps persist as they go and resume from there.
+4. Read every shard's grades and load figures, and decide: pass, fail or inconclusive, with the
+   failure rate's confidence interval. Artifacts: outcomes by category, failure categories, load
+   (latency percentiles, throughput, throttling), the worst answers with reasons, the run report
+   with cost; every failure as JSONL in the object store, with a `false_positive` field for a
+   reviewer. Fail: the run ends Failed naming the top failure categories. Inconclusive: the run
+   ends in a Failed state named Inconclusive.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import numpy as np
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from prefect.states import Failed
+
+from runtime.artifacts import set_aside_table, summary_table
+from runtime.fanout import fan_out
+from runtime.interrupt import prompt_exit_on_sigterm
+from runtime.recovery import hand_off_if_over_budget
+from runtime.report import run_report
+from spotline.errors import PermanentError, brief
+from spotline.resources import get_resources
+from spotline.settings import TargetSpec
+from spotline.swarm import judge as jd
+from spotline.swarm.gate import GATE_FAIL, GATE_INCONCLUSIVE, Decision, decide
+from spotline.swarm.grading import FAIL, INCONCLUSIVE, PASS, UNANSWERED, Grade
+from spotline.swarm.progress import ShardProgress
+from spotline.swarm.suite import SuiteItem, choose, shards
+from tasks import swarm as t
+
+SHARD_DEPLOYMENT = "swarm-shard/swarm-shard"
+INCONCLUSIVE_STATE = "Inconclusive"
+
+
+class ReleaseGateFailed(PermanentError):
+    """Too many answers failed: the release is blocked (re-running the same build gives the same verdict)."""
+
+
+@flow(name="swarm-shard", description="One shard of a swarm: fire its prompts at the target, grade the answers.")
+def swarm_shard(run_key: str, shard: int, target: dict[str, Any], concurrency: int, timeout_s: float,
+                max_attempts: int, max_duration_s: float, latency_slo_s: float, judge_use: str,
+                judge_gating: bool) -> dict[str, Any]:
+    res = get_resources()
+    progress = ShardProgress(res.store, res.settings.layout.swarm_run(run_key), shard)
+    key = f"shard-{shard:03d}"
+    with prompt_exit_on_sigterm(res.release):
+        load = t.fire_prompts(key, progress, TargetSpec.model_validate(target), concurrency, timeout_s,
+                              max_attempts, max_duration_s)
+        graded = t.grade_answers(key, progress, latency_slo_s, judge_use, judge_gating)
+    return {"shard": shard, **load, **graded}
+
+
+@flow(name="swarm", description="Fire the persona suite at staging, grade every answer, pass/fail/inconclusive gate.")
+def swarm(target: dict[str, Any] | None = None, target_url: str | None = None, version: str = "latest", tier: str = "auto",
+          branch: str | None = None, concurrency: int | None = None, threshold: float | None = None,
+          judge_use: str | None = None, smoke_size: int | None = None, shard_size: int | None = None,
+          latency_slo_s: float | None = None) -> dict[str, Any]:
+    res = get_resources()
+    cfg = res.settings.swarm
+    spec = TargetSpec.model_validate(target) if target else cfg.target
+    if target_url:  # an event names only the URL; the rest of the contract comes from settings
+        spec = spec.model_copy(update={"url": target_url})
+    judge_use = judge_use or cfg.judge_use
+    threshold = cfg.threshold if threshold is None else threshold
+    latency_slo_s = latency_slo_s or cfg.latency_slo_s
+    tier = ("full" if branch in ("main", "master") else "smoke") if tier == "auto" else tier
+    if moved := hand_off_if_over_budget(res.settings.prefect.interruption_budget):
+        return moved
+    log = get_run_logger()
+    with run_report("swarm", res.settings.prices, ledger=res.gateway.ledger) as report:
+        suite = t.load_suite(version)
+        items = choose(suite.items, tier, smoke_size or cfg.smoke_size, cfg.seed)
+        set_aside_table("swarm-suite-set-aside", suite.set_aside, "suite rows")
+        gating, why = _judge_gating(judge_use)
+        log.info("%s: %d of %d prompts (%s), target %s; %s", suite.source, len(items), len(suite.items), tier,
+                 spec.url, why)
+        run_key = str(flow_run.id or "local")
+        pieces = _plan(run_key, items, shard_size or cfg.shard_size, spec, concurrency or cfg.concurrency,
+                       latency_slo_s, judge_use, gating)
+        outcomes = fan_out(SHARD_DEPLOYMENT, pieces, swarm_shard)
+        grades, loads, exchanges = _collect(run_key, len(pieces))
+        for item in items:  # a prompt a failed shard never finished is unanswered, not lost
+            grades.setdefault(item.id, Grade(item.id, item.category, UNANSWERED, reason="its shard did not finish"))
+        decision = decide(grades.values(), threshold, cfg.inconclusive_budget)
+        failures_key = _report(run_key, suite.source, tier, items, grades, exchanges, loads, decision, why,
+                               outcomes, report)
+    result = {"gate": decision.outcome, "message": decision.message, "suite": suite.source, "tier": tier,
+              "prompts": len(items), "failure_rate": decision.failure_rate, "interval": list(decision.interval),
+              "judge": why, "judge_gating": gating, "failures": failures_key,
+              "by_outcome": {"pass": decision.passed, "fail": decision.failed,
+                             "inconclusive": decision.inconclusive, "unanswered": decision.unanswered},
+              "top_failures": decision.top_failures}
+    if decision.outcome == GATE_FAIL:
+        raise ReleaseGateFailed(decision.message)
+    if decision.outcome == GATE_INCONCLUSIVE:
+        return Failed(name=INCONCLUSIVE_STATE, message=decision.message, data=result)
+    log.info(decision.message)
+    return result
+
+
+def _judge_gating(use: str) -> tuple[bool, str]:
+    res = get_resources()
+    if use == "none":
+        return jd.gating(res.store, res.settings.layout.judge_calibrations, use, "", 0.0)
+    models = ",".join(m.model_id for _, m in res.gateway.chain(use))
+    return jd.gating(res.store, res.settings.layout.judge_calibrations, use, models, res.settings.swarm.judge_floor_kappa)
+
+
+def _plan(run_key: str, items: list[SuiteItem], size: int, spec: TargetSpec, concurrency: int,
+          latency_slo_s: float, judge_use: str, gating: bool) -> dict[str, dict[str, Any]]:
+    """Write each shard's prompts once (a resumed coordinator finds them) and its parameters."""
+    res = get_resources()
+    cfg = res.settings.swarm
+    pieces = {}
+    for n, chunk in enumerate(shards(items, size)):
+        progress = ShardProgress(res.store, res.settings.layout.swarm_run(run_key), n)
+        if res.store.head(progress.prefix + "items.jsonl") is None:
+            progress.write_items(chunk)
+        pieces[f"shard-{n:03d}"] = dict(
+            run_key=run_key, shard=n, target=spec.model_dump(), concurrency=concurrency, timeout_s=cfg.timeout_s,
+            max_attempts=cfg.max_attempts, max_duration_s=cfg.max_duration_s, latency_slo_s=latency_slo_s,
+            judge_use=judge_use, judge_gating=gating)
+    return pieces
+
+
+def _collect(run_key: str, n: int):
+    res = get_resources()
+    grades: dict[str, Grade] = {}
+    exchanges = {}
+    loads = []
+    for shard in range(n):
+        p = ShardProgress(res.store, res.settings.layout.swarm_run(run_key), shard)
+        grades.update(p.grades())
+        exchanges.update(p.exchanges())
+        if (s := p.stats()) is not None:
+            loads.append(s)
+    return grades, loads, exchanges
+
+
+def _report(run_key, source, tier, items, grades, exchanges, loads, d: Decision, why, outcomes, report) -> str:
+    res = get_resources()
+    by_id = {i.id: i for i in items}
+    rows = []
+    for category in sorted({i.category for i in items}):
+        mine = Counter(g.outcome for g in grades.values() if g.category == category)
+        rows.append({"category": category, "pass": mine[PASS], "fail": mine[FAIL],
+                     "inconclusive": mine[INCONCLUSIVE], "unanswered": mine[UNANSWERED]})
+    summary_table("swarm-outcomes", rows, f"{d.outcome.upper()}: {d.message}")
+    summary_table("swarm-failure-categories", [{"failure": f, "answers": n} for f, n in d.top_failures]
+                  or [{"failure": "none", "answers": 0}], "Why answers failed (an answer can fail several checks)")
+    answered = [e for e in exchanges.values() if e.error is None]
+    lat = np.array([e.latency_s for e in answered]) if answered else np.array([0.0])
+    wall = sum(s.get("wall_s", 0.0) for s in loads) or 1e-9
+    load_rows = [
+        {"measure": "latency p50 / p95 / p99 (s)",
+         "value": " / ".join(f"{np.percentile(lat, q):.2f}" for q in (50, 95, 99))},
+        {"measure": "throughput (answers/s, per shard wall time)", "value": round(len(answered) / wall, 2)},
+        {"measure": "target errors (throttled, 5xx, connection)",
+         "value": sum(1 for e in exchanges.values() if e.load_error)},
+        {"measure": "429/503 answers absorbed by retries", "value": sum(e.throttled for e in exchanges.values())},
+        {"measure": "peak requests in flight / bound",
+         "value": f"{max((s.get('peak_in_flight', 0) for s in loads), default=0)} / "
+                  f"{max((s.get('bound', 0) for s in loads), default=0)}"},
+        {"measure": "lowest adaptive limit", "value": min((s.get("lowest_limit", 0) for s in loads), default=0)},
+        {"measure": "shards (state)", "value": ", ".join(f"{o.key}: {o.state}" for o in outcomes)},
+    ]
+    summary_table("swarm-load", load_rows, "Load results, reported apart from quality")
+    failed = [g for g in grades.values() if g.outcome in (FAIL, INCONCLUSIVE)]
+    worst = sorted(failed, key=lambda g: (g.outcome != FAIL, -len(g.failures), g.category))[:10]
+    summary_table("swarm-worst", [{"category": g.category, "outcome": g.outcome, "failures": ", ".join(g.failures),
+                                   "reason": brief(g.reason, 160),
+                                   "prompt": brief(by_id[g.id].text if g.id in by_id else "", 120),
+                                   "answer": brief((exchanges[g.id].answer or "") if g.id in exchanges else "", 160)}
+                                  for g in worst] or [{"category": "none"}], "The worst answers, with reasons")
+    key = f"{res.settings.layout.swarm_run(run_key)}failures.jsonl"
+    lines = []
+    for g in failed:
+        ex = exchanges.get(g.id)
+        item = by_id.get(g.id)
+        lines.append(json.dumps({**g.as_dict(), "prompt": item.text if item else "", "turns": list(item.turns) if item else [],
+                                 "answer": ex.answer if ex else None, "context": ex.context if ex else [],
+                                 "latency_s": ex.latency_s if ex else None, "false_positive": None},
+                                ensure_ascii=False))
+    res.store.put(key, ("\n".join(lines) + ("\n" if lines else "")).encode(), "application/x-ndjson")
+    create_markdown_artifact(key="swarm-gate", description=f"release gate: {d.outcome}", markdown=(
+        f"## Release gate: **{d.outcome.upper()}**\n\n{d.message}\n\n"
+        f"- suite: {source}, tier {tier}, {len(items)} prompts\n- judge: {why}\n"
+        f"- pass {d.passed}, fail {d.failed}, inconclusive {d.inconclusive}, unanswered {d.unanswered}\n"
+        f"- failures for review: `{res.store.uri(key)}` (set `false_positive` to true on a wrong failure; "
+        f"reviewed rows feed the judge calibration set)\n"))
+    return key
+
+
+if __name__ == "__main__":
+    print(swarm())

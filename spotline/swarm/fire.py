@@ -1,0 +1,255 @@
+"""Send every prompt of a shard to an HTTP target, as fast as the target allows and no faster.
+
+Why adaptive: a staging service that answers 429 is telling the swarm to slow down, and a gate
+that turns throttling into product failures blocks a good release for the load test's sake. So
+the number of requests in flight follows the target (AIMD, as TCP does): halve on 429/503 and
+pause for Retry-After, grow back by one per window of successes, never above the configured
+bound. Throttling and 5xx that outlast the attempts become *target errors*, a load result
+reported beside quality, never a failed answer. Plain Python (asyncio + httpx), no Prefect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from email.utils import parsedate_to_datetime
+from typing import Any, Awaitable, Callable, Iterable
+
+import httpx
+
+from spotline.interrupts import stop_requested
+from spotline.settings import TargetSpec
+from spotline.swarm.suite import SuiteItem
+
+RETRYABLE = {429, 502, 503, 504}
+THROTTLED = {429, 503}
+
+
+@dataclass
+class Exchange:
+    """One prompt's round trip: what the target answered, or why it did not."""
+
+    id: str
+    status: int | None
+    latency_s: float
+    answer: str | None = None
+    context: list[str] = field(default_factory=list)
+    refused: bool | None = None
+    error: str | None = None  # "timeout", "throttled", "http 500", "connect", "bad response: ..."
+    attempts: int = 1
+    throttled: int = 0  # 429/503 answers before the final one
+
+    @property
+    def load_error(self) -> bool:
+        """The target could not take the load (a load result, not an answer to grade)."""
+        return self.error is not None and (self.error == "throttled" or self.error.startswith(("http 5", "connect")))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class AdaptiveLimit:
+    """How many requests may be in flight: starts at the bound, halves on throttling (at most once
+    per pause), grows by one per window of successes, and never exceeds ``bound``."""
+
+    def __init__(self, bound: int, floor: int = 1):
+        self.bound, self.floor = bound, floor
+        self.limit = float(bound)
+        self.in_flight = 0
+        self.peak = 0
+        self.throttle_events = 0
+        self.lowest = bound
+        self._resume_at = 0.0
+        self._cond = asyncio.Condition()
+
+    async def acquire(self) -> None:
+        async with self._cond:
+            while True:
+                wait = self._resume_at - time.monotonic()
+                if wait <= 0 and self.in_flight < int(self.limit):
+                    break
+                try:
+                    await asyncio.wait_for(self._cond.wait(), timeout=wait if wait > 0 else None)
+                except asyncio.TimeoutError:
+                    pass
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+
+    async def release(self, throttled: bool = False, retry_after: float | None = None) -> None:
+        async with self._cond:
+            self.in_flight -= 1
+            now = time.monotonic()
+            if throttled:
+                self.throttle_events += 1
+                if now >= self._resume_at:  # one decrease per pause: a burst of 429s is one signal
+                    self.limit = max(self.floor, self.limit / 2)
+                    self.lowest = min(self.lowest, int(self.limit))
+                self._resume_at = max(self._resume_at, now + (retry_after if retry_after is not None else 1.0))
+            else:
+                self.limit = min(self.bound, self.limit + 1 / max(self.limit, 1))
+            self._cond.notify_all()
+
+
+def retry_after_s(value: str | None, default: float) -> float:
+    if not value:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return default
+
+
+def fill(template: Any, item: SuiteItem) -> Any:
+    """The target's body template with this prompt filled in."""
+    if isinstance(template, dict):
+        return {k: fill(v, item) for k, v in template.items()}
+    if isinstance(template, list):
+        return [fill(v, item) for v in template]
+    if template == "{prompt}":
+        return item.turns[-1]
+    if template == "{history}":
+        return item.turns[:-1]
+    if template == "{turns}":
+        return list(item.turns)
+    if isinstance(template, str) and "{prompt}" in template:
+        return template.replace("{prompt}", item.turns[-1])
+    return template
+
+
+def pick(document: Any, path: str | None) -> Any:
+    """A value at a dotted path with ``[i]`` and ``[*]`` steps; None where the path leads nowhere."""
+    if path is None:
+        return None
+    values = [document]
+    for step in path.replace("[", ".[").split("."):
+        if not step:
+            continue
+        nxt: list[Any] = []
+        for v in values:
+            if step == "[*]" and isinstance(v, list):
+                nxt.extend(v)
+            elif step.startswith("[") and isinstance(v, list):
+                i = int(step[1:-1])
+                if -len(v) <= i < len(v):
+                    nxt.append(v[i])
+            elif isinstance(v, dict) and step in v:
+                nxt.append(v[step])
+        values = nxt
+    if "[*]" in path:
+        return values
+    return values[0] if values else None
+
+
+async def send_one(client: httpx.AsyncClient, target: TargetSpec, headers: dict[str, str], item: SuiteItem,
+                   limit: AdaptiveLimit, timeout_s: float, max_attempts: int, deadline: float) -> Exchange:
+    payload = fill(target.body, item)
+    throttled, attempt, backoff = 0, 0, 0.5
+    while True:
+        attempt += 1
+        if time.monotonic() >= deadline:
+            return Exchange(item.id, None, 0.0, error="throttled" if throttled else "deadline", attempts=attempt - 1,
+                            throttled=throttled)
+        await limit.acquire()
+        started = time.perf_counter()
+        retry_after: float | None = None
+        try:
+            kwargs = {"params": payload} if target.method == "GET" else {"json": payload}
+            response = await client.request(target.method, target.url, headers=headers, timeout=timeout_s, **kwargs)
+        except httpx.TimeoutException:
+            await limit.release()
+            return Exchange(item.id, None, time.perf_counter() - started, error="timeout", attempts=attempt,
+                            throttled=throttled)
+        except httpx.TransportError as exc:
+            await limit.release(throttled=True)
+            if attempt >= max_attempts:
+                return Exchange(item.id, None, time.perf_counter() - started, error=f"connect: {type(exc).__name__}",
+                                attempts=attempt, throttled=throttled)
+            await asyncio.sleep(min(backoff, 10.0))
+            backoff *= 2
+            continue
+        latency = time.perf_counter() - started
+        status = response.status_code
+        if status in RETRYABLE:
+            retry_after = retry_after_s(response.headers.get("retry-after"), min(backoff, 10.0))
+            backoff *= 2
+            throttled += 1
+            await limit.release(throttled=status in THROTTLED, retry_after=retry_after)
+            if attempt >= max_attempts:
+                return Exchange(item.id, status, latency, error="throttled" if status in THROTTLED else f"http {status}",
+                                attempts=attempt, throttled=throttled)
+            if status not in THROTTLED:
+                await asyncio.sleep(retry_after)
+            continue
+        await limit.release()
+        exchange = Exchange(item.id, status, latency, attempts=attempt, throttled=throttled)
+        if status >= 400:
+            exchange.error = f"http {status}"
+            return exchange
+        try:
+            document = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            exchange.error = "bad response: not JSON"
+            return exchange
+        answer = pick(document, target.answer_path)
+        if not isinstance(answer, str):
+            exchange.error = f"bad response: no answer at {target.answer_path!r}"
+            return exchange
+        exchange.answer = answer
+        context = pick(document, target.context_path) if target.context_path else None
+        exchange.context = [c for c in (context or []) if isinstance(c, str)]
+        refused = pick(document, target.refused_path) if target.refused_path else None
+        exchange.refused = refused if isinstance(refused, bool) else None
+        return exchange
+
+
+@dataclass
+class LoadStats:
+    peak_in_flight: int
+    lowest_limit: int
+    throttle_events: int
+    wall_s: float
+
+
+async def fire(target: TargetSpec, items: Iterable[SuiteItem], *, concurrency: int, timeout_s: float,
+               max_attempts: int, max_duration_s: float, headers: dict[str, str] | None = None,
+               on_result: Callable[[Exchange], Awaitable[None] | None] | None = None,
+               client: httpx.AsyncClient | None = None) -> tuple[list[Exchange], LoadStats]:
+    """Send every item, at most ``concurrency`` in flight; results in completion order. Prompts not
+    sent before ``max_duration_s`` come back as target errors ("deadline"), never silently dropped."""
+    items = list(items)
+    limit = AdaptiveLimit(concurrency)
+    deadline = time.monotonic() + max_duration_s
+    all_headers = {**target.headers, **(headers or {})}
+    own = client is None
+    client = client or httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency,
+                                                            max_keepalive_connections=concurrency))
+    results: list[Exchange] = []
+    queue: asyncio.Queue[SuiteItem] = asyncio.Queue()
+    for it in items:
+        queue.put_nowait(it)
+    started = time.perf_counter()
+
+    async def worker() -> None:
+        while not stop_requested():  # told to stop (SIGTERM): finish what is in flight, send nothing new
+            try:
+                item = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            ex = await send_one(client, target, all_headers, item, limit, timeout_s, max_attempts, deadline)
+            results.append(ex)
+            if on_result is not None:
+                maybe = on_result(ex)
+                if asyncio.iscoroutine(maybe):
+                    await maybe
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(items)) or 1)))
+    finally:
+        if own:
+            await client.aclose()
+    return results, LoadStats(limit.peak, limit.lowest, limit.throttle_events, time.perf_counter() - started)
