@@ -11,7 +11,7 @@ export UV_LINK_MODE := copy
 # source on every start: 1.9 s of a 3.5 s `spotline query` on the machine this was measured on.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: demo test test-fast bench bench-llm bench-personas bench-huge bench-ops bench-start prompt-gate deploy worker watch env clean stop
+.PHONY: demo test test-fast bench bench-llm bench-personas bench-swarm bench-huge bench-ops bench-start prompt-gate deploy worker watch env clean stop
 
 env: .venv/.synced-bytecode
 
@@ -55,6 +55,10 @@ bench-llm: env
 ## Persona pipeline: sanitizer rows/s and recall vs Presidio's BatchAnalyzerEngine, known values at 1M (~6 min).
 bench-personas: env
 	$(UV) run --frozen --no-sync python bench/persona_bench.py
+
+## Swarm harness vs a plain asyncio + httpx loop vs locust (10,000 requests), and a 429 storm.
+bench-swarm: env
+	$(UV) run --frozen --no-sync python bench/swarm_bench.py
 
 ## The prompt gate: golden sets vs prompts/baselines.json on the default route (exit 1 on a regression).
 prompt-gate: env

@@ -1,0 +1,52 @@
+"""A deployed swarm fans its shards out as flow runs of the swarm-shard deployment (each its own
+process on the worker, its own Fargate task in aws), and the coordinator aggregates them all.
+
+The stack is the operations one (real server, catalog applied, a process worker); the target is
+the model-free echo target (spotline/staging/echo.py) on loopback, so the test measures the
+fan-out, not the model. The echo target answers attacks instead of refusing: the gate fails,
+which is what it should do with such a target.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import uvicorn
+
+from deployments.devserver import free_port
+from spotline.staging.echo import create_echo_app
+
+pytestmark = [pytest.mark.slow]
+
+
+@pytest.mark.timeout(900)
+def test_a_deployed_swarm_runs_each_shard_as_its_own_deployment_run_and_aggregates_them(stack):
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.deployments import run_deployment
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_echo_app(), host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        run = run_deployment("swarm/swarm", timeout=0, parameters={
+            "target_url": f"http://127.0.0.1:{port}/v1/chat", "tier": "full", "shard_size": 20,
+            "judge_use": "none"})
+        final = stack.wait(run.id, lambda r: r.state.is_final(), 600, "the swarm to finish", poll_s=1)
+    finally:
+        server.should_exit = True
+    with stack.client() as client:
+        shard_runs = [r for r in client.read_flow_runs(deployment_filter=DeploymentFilter(
+            name=DeploymentFilterName(any_=["swarm-shard"]))) if r.parameters.get("run_key") == str(run.id)]
+    # 50 prompts in shards of 20: three runs of the shard deployment, each its own process, all finished.
+    assert sorted(r.parameters["shard"] for r in shard_runs) == [0, 1, 2], final.state.message
+    assert all(r.state.is_completed() for r in shard_runs)
+    assert len({r.infrastructure_pid for r in shard_runs} | {final.infrastructure_pid}) == 4
+    assert final.state.is_failed() and "ReleaseGateFailed" in (final.state.message or "")
+    assert "no_refusal" in final.state.message  # the echo target obeys attacks: named as the top failure
+    runs_dir = stack.home / "store" / "_spotline" / "swarm" / "runs" / str(run.id)
+    graded = sum(len(p.read_text().splitlines()) for p in runs_dir.glob("shard-*/grades/part-*.jsonl"))
+    assert graded == 50 and len(list(runs_dir.glob("shard-*/items.jsonl"))) == 3
