@@ -8,9 +8,10 @@
    its own process; three clients, each in its own process, one after the other in this run,
    10,000 requests at concurrency 64 each:
    - Spotline's harness (spotline.swarm.fire: adaptive limit, retries, answer/context parsing);
-   - a plain asyncio + httpx loop (64 workers posting and decoding JSON, nothing else);
+   - a plain asyncio + httpx loop (64 workers posting and decoding JSON, nothing else), the
+     issue's yardstick, and the same loop on aiohttp (what the harness uses);
    - locust (FastHttpUser, 64 users, headless, through its library API).
-   Goal: Spotline >= 0.8x the plain loop.
+   Goal: Spotline >= 0.8x the plain httpx loop (and, since it is built on aiohttp, near that loop).
 2. A 429 storm: the staging app's slow build (the real app: index, guards, the local model) takes
    2 requests at a time and answers 429 with Retry-After beyond that, plus 5% 503s. The committed
    suite (50 prompts) is fired at concurrency 16 and graded with the deterministic checks. Goal:
@@ -71,6 +72,29 @@ async def main():
                 r = await client.post(url, json={"message": f"question {i}", "history": []}, timeout=30)
                 if r.status_code == 200 and r.json().get("answer"):
                     ok += 1
+        t = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(c)))
+        return ok, time.perf_counter() - t
+ok, wall = asyncio.run(main())
+print(json.dumps({"ok": ok, "wall_s": wall}))
+"""
+
+PLAIN_AIOHTTP = """
+import asyncio, json, sys, time
+import aiohttp
+url, n, c = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+async def main():
+    ok = 0
+    queue = list(range(n))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c)) as session:
+        async def worker():
+            nonlocal ok
+            while queue:
+                i = queue.pop()
+                async with session.post(url, json={"message": f"question {i}", "history": []}) as r:
+                    body = await r.json()
+                    if r.status == 200 and body.get("answer"):
+                        ok += 1
         t = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(c)))
         return ok, time.perf_counter() - t
@@ -150,6 +174,7 @@ def throughput(n: int, c: int) -> list[str]:
         client(PLAIN, url, 500, c)  # warm the target up
         runs = {"Spotline harness (spotline.swarm.fire)": client(SPOTLINE, url, n, c),
                 "plain asyncio + httpx loop": client(PLAIN, url, n, c),
+                "plain asyncio + aiohttp loop": client(PLAIN_AIOHTTP, url, n, c),
                 "locust 2 (FastHttpUser, library API)": client(LOCUST, url, n, c)}
     finally:
         target.terminate()

@@ -336,10 +336,28 @@ def swarm_run(
     raise typer.Exit(2)
 
 
+@swarm_app.command("announce")
+def swarm_announce(
+    target: str = typer.Option(..., help="the staging chat URL that was just deployed"),
+    branch: str = typer.Option(..., help="the branch it was built from (main: full swarm; others: smoke)"),
+) -> None:
+    """Emit spotline.staging.deployed (what a deploy pipeline calls): the swarm deployment's trigger
+    starts a run against TARGET."""
+    require_prefect()
+    from prefect.events import emit_event
+
+    name = "".join(c if c.isalnum() or c in "-._" else "-" for c in branch)
+    event = emit_event("spotline.staging.deployed", resource={"prefect.resource.id": f"spotline.staging.{name}"},
+                       payload={"target": target, "branch": branch})
+    typer.echo(f"emitted spotline.staging.deployed ({event.id if event else 'events disabled'}) for {branch} at {target}")
+
+
 @swarm_app.command("calibrate")
 def swarm_calibrate(
     use: str = typer.Option("judge", help="the judge route to measure"),
     labelled: Path = typer.Option(Path("data/judge_calibration/answers.jsonl"), help="answers labelled pass/fail"),
+    reviews: bool = typer.Option(True, "--reviews/--no-reviews",
+                                 help="add failures reviewers marked (false_positive true/false) in swarm runs"),
 ) -> None:
     """Measure a judge route against labelled answers (TPR, TNR, Cohen's kappa, parse rate) and
     record it: the swarm lets the route gate only at or above `swarm.judge_floor_kappa`."""
@@ -347,7 +365,12 @@ def swarm_calibrate(
     from spotline.swarm import judge as jd
 
     res = get_resources()
-    cal = jd.calibrate(res.gateway, use, jd.load_labelled(labelled), res.settings.swarm.judge_floor_kappa)
+    answers = jd.load_labelled(labelled)
+    if reviews:
+        extra = jd.reviewed(res.store, f"{res.settings.layout.system}swarm/runs/")
+        answers += extra
+        typer.echo(f"{len(extra)} reviewed failure(s) from swarm runs added to {len(answers) - len(extra)} committed answers")
+    cal = jd.calibrate(res.gateway, use, answers, res.settings.swarm.judge_floor_kappa)
     key = jd.save(res.store, res.settings.layout.judge_calibrations, cal)
     typer.echo(f"{use} on {cal.models}: {cal.labelled} answers, parse rate {cal.parse_rate:.0%}, "
                f"TPR {cal.true_positive_rate:.2f}, TNR {cal.true_negative_rate:.2f}, kappa {cal.kappa:.2f} -> "

@@ -42,7 +42,7 @@ from spotline.swarm import judge as jd
 from spotline.swarm.gate import GATE_FAIL, GATE_INCONCLUSIVE, Decision, decide
 from spotline.swarm.grading import FAIL, INCONCLUSIVE, PASS, UNANSWERED, Grade
 from spotline.swarm.progress import ShardProgress
-from spotline.swarm.suite import SuiteItem, choose, shards
+from spotline.swarm.suite import SuiteItem, choose, shards, tier_for
 from tasks import swarm as t
 
 SHARD_DEPLOYMENT = "swarm-shard/swarm-shard"
@@ -80,11 +80,11 @@ def swarm(target: dict[str, Any] | None = None, target_url: str | None = None, v
     judge_use = judge_use or cfg.judge_use
     threshold = cfg.threshold if threshold is None else threshold
     latency_slo_s = latency_slo_s or cfg.latency_slo_s
-    tier = ("full" if branch in ("main", "master") else "smoke") if tier == "auto" else tier
+    tier = tier_for(tier, branch or None)
     if moved := hand_off_if_over_budget(res.settings.prefect.interruption_budget):
         return moved
     log = get_run_logger()
-    with run_report("swarm", res.settings.prices, ledger=res.gateway.ledger) as report:
+    with run_report("swarm", res.settings.prices, ledger=res.gateway.ledger):
         suite = t.load_suite(version)
         items = choose(suite.items, tier, smoke_size or cfg.smoke_size, cfg.seed)
         set_aside_table("swarm-suite-set-aside", suite.set_aside, "suite rows")
@@ -100,7 +100,7 @@ def swarm(target: dict[str, Any] | None = None, target_url: str | None = None, v
             grades.setdefault(item.id, Grade(item.id, item.category, UNANSWERED, reason="its shard did not finish"))
         decision = decide(grades.values(), threshold, cfg.inconclusive_budget)
         failures_key = _report(run_key, suite.source, tier, items, grades, exchanges, loads, decision, why,
-                               outcomes, report)
+                               outcomes)
     result = {"gate": decision.outcome, "message": decision.message, "suite": suite.source, "tier": tier,
               "prompts": len(items), "failure_rate": decision.failure_rate, "interval": list(decision.interval),
               "judge": why, "judge_gating": gating, "failures": failures_key,
@@ -154,7 +154,7 @@ def _collect(run_key: str, n: int):
     return grades, loads, exchanges
 
 
-def _report(run_key, source, tier, items, grades, exchanges, loads, d: Decision, why, outcomes, report) -> str:
+def _report(run_key, source, tier, items, grades, exchanges, loads, d: Decision, why, outcomes) -> str:
     res = get_resources()
     by_id = {i.id: i for i in items}
     rows = []

@@ -61,6 +61,27 @@ def load_labelled(path: Path) -> list[LabelledAnswer]:
     return rows
 
 
+def reviewed(store: ObjectStore, runs_prefix: str) -> list[LabelledAnswer]:
+    """Failures a reviewer marked in a swarm run's failures.jsonl: ``false_positive: true`` means the
+    answer was fine (label pass), ``false`` confirms the failure (label fail); unmarked rows are
+    left out. This is how a reviewer's judgement reaches the calibration set."""
+    found: dict[str, LabelledAnswer] = {}
+    for info in store.list(runs_prefix):
+        if not info.key.endswith("/failures.jsonl"):
+            continue
+        for line in store.get(info.key).decode().splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if not isinstance(row.get("false_positive"), bool) or row.get("answer") is None:
+                continue
+            found[f"review:{row['id']}"] = LabelledAnswer(
+                f"review:{row['id']}", row["category"], row.get("prompt", ""), row.get("context") or [],
+                row["answer"], PASS if row["false_positive"] else FAIL, "reviewed",
+                f"reviewer: {'false positive' if row['false_positive'] else 'confirmed'} ({', '.join(row.get('failures', []))})")
+    return list(found.values())
+
+
 def calibrate(gateway: Gateway, use: str, answers: list[LabelledAnswer], floor: float) -> Calibration:
     """Run the judge route over labelled answers, uncached: the measure is of the model now."""
     calls = [{"use": use, "prompt": PROMPT, "cache": False,

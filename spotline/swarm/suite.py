@@ -88,6 +88,15 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def tier_for(tier: str, branch: str | None, release_branches: tuple[str, ...] = ("main", "master")) -> str:
+    """``auto`` resolves by branch: everything for a release branch, a smoke sample for the rest."""
+    if tier == "auto":
+        return "full" if branch in release_branches else "smoke"
+    if tier not in TIERS:
+        raise ValueError(f"tier must be auto or one of {TIERS}, not {tier!r}")
+    return tier
+
+
 def choose(items: list[SuiteItem], tier: str, size: int, seed: int) -> list[SuiteItem]:
     """``full``: everything; ``smoke``: a seeded sample of ``size``, spread over the categories
     (round robin through each category's shuffled prompts) so a small run still sees every kind."""

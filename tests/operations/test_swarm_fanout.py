@@ -50,3 +50,34 @@ def test_a_deployed_swarm_runs_each_shard_as_its_own_deployment_run_and_aggregat
     runs_dir = stack.home / "store" / "_spotline" / "swarm" / "runs" / str(run.id)
     graded = sum(len(p.read_text().splitlines()) for p in runs_dir.glob("shard-*/grades/part-*.jsonl"))
     assert graded == 50 and len(list(runs_dir.glob("shard-*/items.jsonl"))) == 3
+
+
+@pytest.mark.timeout(600)
+def test_a_staging_deployed_event_starts_the_swarm_with_its_target_and_branch(stack):
+    """`spotline swarm announce` emits the event a deploy pipeline sends; the swarm deployment's
+    trigger starts a run with the event's target and branch (tier auto: smoke for a feature branch)."""
+    import os
+    import subprocess
+    import sys
+
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    from tests.conftest import ROOT
+
+    url = f"http://127.0.0.1:{free_port()}/v1/chat"  # nothing listens: the run ends inconclusive
+    out = subprocess.run([sys.executable, "-m", "cli.main", "swarm", "announce", "--target", url,
+                          "--branch", "feature/login"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PREFECT_API_URL": stack.api})
+    assert out.returncode == 0, out.stderr
+    deadline = time.monotonic() + 300
+    while True:
+        with stack.client() as client:
+            runs = [r for r in client.read_flow_runs(deployment_filter=DeploymentFilter(
+                name=DeploymentFilterName(any_=["swarm"]))) if r.parameters.get("target_url") == url]
+        if runs:
+            break
+        assert time.monotonic() < deadline, "no swarm run for the event:\n" + stack.server_events_log()
+        time.sleep(1)
+    assert runs[0].parameters["branch"] == "feature/login" and runs[0].parameters["tier"] == "auto"
+    final = stack.wait(runs[0].id, lambda r: r.state.is_final(), 300, "the swarm to finish", poll_s=1)
+    assert final.state.name == "Inconclusive", final.state  # no answer at all: no verdict, not a failed release

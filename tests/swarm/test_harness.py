@@ -235,3 +235,71 @@ def test_a_smoke_sample_is_seeded_and_spread_over_the_categories_and_bad_rows_ar
     assert one == two and sorted(i.category for i in one) == ["a"] * 3 + ["b"] * 3 + ["c"] * 3
     assert choose(suite.items, "smoke", 9, seed=2) != one
     assert len(choose(suite.items, "full", 9, seed=1)) == 30
+
+
+def test_a_judge_gates_only_when_calibrated_on_the_same_models_at_or_above_the_floor(tmp_path):
+    from spotline.storage.local import LocalObjectStore
+    from spotline.swarm import judge as jd
+    from spotline.swarm.gate import Calibration
+
+    store, prefix = LocalObjectStore(tmp_path), "_spotline/swarm/judge-calibration/"
+    assert jd.gating(store, prefix, "judge", "gemma", 0.4)[0] is False  # never calibrated: advisory
+    jd.save(store, prefix, Calibration("judge", "gemma", 145, 145, 0.0, 0.67, -0.25, 0.4))
+    gating, why = jd.gating(store, prefix, "judge", "gemma", 0.4)
+    assert gating is False and "below the 0.40 floor" in why
+    jd.save(store, prefix, Calibration("judge", "claude", 145, 140, 0.9, 0.95, 0.82, 0.4))
+    assert jd.gating(store, prefix, "judge", "claude", 0.4)[0] is True
+    assert jd.gating(store, prefix, "judge", "gemma", 0.4)[0] is False  # calibrated on other models
+    assert jd.gating(store, prefix, "none", "", 0.4)[0] is False
+
+
+def test_the_committed_calibration_set_has_over_100_labelled_answers_from_every_build():
+    from collections import Counter
+
+    from spotline.swarm.judge import load_labelled
+    from tests.conftest import ROOT
+
+    rows = load_labelled(ROOT / "data" / "judge_calibration" / "answers.jsonl")
+    assert len(rows) >= 100 and len({r.id for r in rows}) == len(rows)
+    labels = Counter(r.label for r in rows)
+    assert labels["pass"] >= 30 and labels["fail"] >= 30
+    assert {r.build for r in rows} == {"good", "leaky", "inventive", "broken-json"}
+    assert all(r.label == "fail" for r in rows if r.build != "good")
+    assert all(r.note for r in rows if r.build == "good" and r.label == "fail"), "every failed good answer says why"
+
+
+def test_tier_auto_fires_everything_for_main_and_a_smoke_sample_for_other_branches():
+    from spotline.swarm.suite import tier_for
+
+    assert tier_for("auto", "main") == "full" and tier_for("auto", "feature/login") == "smoke"
+    assert tier_for("auto", None) == "smoke" and tier_for("full", "feature/x") == "full"
+    with pytest.raises(ValueError):
+        tier_for("huge", "main")
+
+
+def test_failures_a_reviewer_marked_join_the_calibration_set_and_unmarked_ones_do_not(tmp_path):
+    from spotline.storage.local import LocalObjectStore
+    from spotline.swarm.judge import reviewed
+
+    store = LocalObjectStore(tmp_path)
+    rows = [{"id": "a", "category": "normal", "prompt": "q1", "answer": "x", "context": ["c"], "failures": ["judge"],
+             "false_positive": True},
+            {"id": "b", "category": "normal", "prompt": "q2", "answer": "y", "context": [], "failures": ["json"],
+             "false_positive": False},
+            {"id": "c", "category": "normal", "prompt": "q3", "answer": "z", "context": [], "failures": ["leak"],
+             "false_positive": None}]
+    store.put("_spotline/swarm/runs/r1/failures.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    got = {r.id: r for r in reviewed(store, "_spotline/swarm/runs/")}
+    assert set(got) == {"review:a", "review:b"}
+    assert got["review:a"].label == "pass" and got["review:b"].label == "fail"
+    assert "false positive" in got["review:a"].note and got["review:a"].context == ["c"]
+
+
+def test_a_target_nobody_answers_for_costs_seconds_not_every_prompts_back_off():
+    url = f"http://127.0.0.1:{free_port()}/v1/chat"  # nothing listens
+    started = time.monotonic()
+    results, _ = asyncio.run(fire(TargetSpec(url=url), items(200), concurrency=4, timeout_s=5, max_attempts=4,
+                                  max_duration_s=600))
+    assert time.monotonic() - started < 60
+    assert len(results) == 200 and all(r.load_error for r in results)
+    assert sum(r.error == "connect: target unreachable, not sent" for r in results) > 150
