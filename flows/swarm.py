@@ -40,12 +40,14 @@ from spotline.resources import get_resources
 from spotline.settings import TargetSpec
 from spotline.swarm import judge as jd
 from spotline.swarm.gate import GATE_FAIL, GATE_INCONCLUSIVE, Decision, decide
-from spotline.swarm.grading import FAIL, INCONCLUSIVE, PASS, UNANSWERED, Grade
+from spotline.swarm.grading import FAIL, INCONCLUSIVE, PASS, UNANSWERED, Grade, target_secrets
 from spotline.swarm.progress import ShardProgress
 from spotline.swarm.suite import SuiteItem, choose, shards, tier_for
+from spotline.textmatch import leaks
 from tasks import swarm as t
 
 SHARD_DEPLOYMENT = "swarm-shard/swarm-shard"
+WITHHELD = "[withheld: the answer carries the canary or the system prompt]"
 INCONCLUSIVE_STATE = "Inconclusive"
 
 
@@ -85,23 +87,29 @@ def swarm(target: dict[str, Any] | None = None, target_url: str | None = None, v
         return moved
     log = get_run_logger()
     with run_report("swarm", res.settings.prices, ledger=res.gateway.ledger):
-        suite = t.load_suite(version)
-        items = choose(suite.items, tier, smoke_size or cfg.smoke_size, cfg.seed)
-        set_aside_table("swarm-suite-set-aside", suite.set_aside, "suite rows")
+        run_key = _run_key()
+        planned = _planned(run_key)
+        if planned is None:
+            suite = t.load_suite(version)
+            items = choose(suite.items, tier, smoke_size or cfg.smoke_size, cfg.seed)
+            source = suite.source
+            set_aside_table("swarm-suite-set-aside", suite.set_aside, "suite rows")
+        else:  # a resumed run fires the prompts it chose the first time, whatever was published since
+            source, items = planned
         gating, why = _judge_gating(judge_use)
-        log.info("%s: %d of %d prompts (%s), target %s; %s", suite.source, len(items), len(suite.items), tier,
-                 spec.url, why)
-        run_key = str(flow_run.id or "local")
-        pieces = _plan(run_key, items, shard_size or cfg.shard_size, spec, concurrency or cfg.concurrency,
+        log.info("%s: %d prompts (%s), target %s; %s", source, len(items), tier, _where(spec.url), why)
+        pieces = _plan(run_key, source, items, shard_size or cfg.shard_size, spec, concurrency or cfg.concurrency,
                        latency_slo_s, judge_use, gating)
-        outcomes = fan_out(SHARD_DEPLOYMENT, pieces, swarm_shard)
+        # A crashed shard is waited for while recovery can still bring it back: the grace before
+        # the sweep acts, one sweep period, and a margin for the new attempt to start.
+        patience = res.settings.prefect.recovery_grace_s + 360
+        outcomes = fan_out(SHARD_DEPLOYMENT, pieces, swarm_shard, patience_s=patience, key=run_key)
         grades, loads, exchanges = _collect(run_key, len(pieces))
         for item in items:  # a prompt a failed shard never finished is unanswered, not lost
             grades.setdefault(item.id, Grade(item.id, item.category, UNANSWERED, reason="its shard did not finish"))
         decision = decide(grades.values(), threshold, cfg.inconclusive_budget)
-        failures_key = _report(run_key, suite.source, tier, items, grades, exchanges, loads, decision, why,
-                               outcomes)
-    result = {"gate": decision.outcome, "message": decision.message, "suite": suite.source, "tier": tier,
+        failures_key = _report(run_key, source, tier, items, grades, exchanges, loads, decision, why, outcomes)
+    result = {"gate": decision.outcome, "message": decision.message, "suite": source, "tier": tier,
               "prompts": len(items), "failure_rate": decision.failure_rate, "interval": list(decision.interval),
               "judge": why, "judge_gating": gating, "failures": failures_key,
               "by_outcome": {"pass": decision.passed, "fail": decision.failed,
@@ -123,20 +131,55 @@ def _judge_gating(use: str) -> tuple[bool, str]:
     return jd.gating(res.store, res.settings.layout.judge_calibrations, use, models, res.settings.swarm.judge_floor_kappa)
 
 
-def _plan(run_key: str, items: list[SuiteItem], size: int, spec: TargetSpec, concurrency: int,
+def _run_key() -> str:
+    """The run's name in the store: its flow run id, or, for a run the recovery moved to the
+    on-demand pool (tag ``resumes:<id>``), the id of the run it continues, so its shards are found."""
+    tags = list(flow_run.tags or [])
+    resumed = [t.split(":", 1)[1] for t in tags if t.startswith("resumes:")]
+    return resumed[0] if resumed else str(flow_run.id or "local")
+
+
+def _planned(run_key: str) -> tuple[str, list[SuiteItem]] | None:
+    """The suite and prompts a previous attempt of this run chose (plan.json, then each shard's items)."""
+    res = get_resources()
+    key = res.settings.layout.swarm_run(run_key) + "plan.json"
+    if res.store.head(key) is None:
+        return None
+    plan = json.loads(res.store.get(key))
+    items = []
+    for n in range(plan["shards"]):
+        items += ShardProgress(res.store, res.settings.layout.swarm_run(run_key), n).items()
+    return plan["source"], items
+
+
+def _where(url: str) -> str:
+    """A URL for the log: no credentials, no query string."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+
+
+def _plan(run_key: str, source: str, items: list[SuiteItem], size: int, spec: TargetSpec, concurrency: int,
           latency_slo_s: float, judge_use: str, gating: bool) -> dict[str, dict[str, Any]]:
-    """Write each shard's prompts once (a resumed coordinator finds them) and its parameters."""
+    """Write each shard's prompts once, then plan.json (last: a resumed run trusts it), and return
+    each shard's parameters."""
     res = get_resources()
     cfg = res.settings.swarm
+    prefix = res.settings.layout.swarm_run(run_key)
     pieces = {}
-    for n, chunk in enumerate(shards(items, size)):
-        progress = ShardProgress(res.store, res.settings.layout.swarm_run(run_key), n)
+    chunks = shards(items, size)
+    for n, chunk in enumerate(chunks):
+        progress = ShardProgress(res.store, prefix, n)
         if res.store.head(progress.prefix + "items.jsonl") is None:
             progress.write_items(chunk)
         pieces[f"shard-{n:03d}"] = dict(
             run_key=run_key, shard=n, target=spec.model_dump(), concurrency=concurrency, timeout_s=cfg.timeout_s,
             max_attempts=cfg.max_attempts, max_duration_s=cfg.max_duration_s, latency_slo_s=latency_slo_s,
             judge_use=judge_use, judge_gating=gating)
+    if res.store.head(prefix + "plan.json") is None:
+        res.store.put(prefix + "plan.json", json.dumps({"source": source, "shards": len(chunks),
+                                                        "prompts": len(items)}).encode(), "application/json")
     return pieces
 
 
@@ -157,6 +200,12 @@ def _collect(run_key: str, n: int):
 def _report(run_key, source, tier, items, grades, exchanges, loads, d: Decision, why, outcomes) -> str:
     res = get_resources()
     by_id = {i.id: i for i in items}
+    secrets = target_secrets(res.settings.swarm, lambda ref: res.secrets.get(ref).get_secret_value())
+
+    def shown(answer: str | None) -> str | None:
+        """An answer as artifacts and failures.jsonl may show it: never one that carries a secret."""
+        return WITHHELD if answer is not None and leaks(answer, secrets) else answer
+
     rows = []
     for category in sorted({i.category for i in items}):
         mine = Counter(g.outcome for g in grades.values() if g.category == category)
@@ -187,7 +236,7 @@ def _report(run_key, source, tier, items, grades, exchanges, loads, d: Decision,
     summary_table("swarm-worst", [{"category": g.category, "outcome": g.outcome, "failures": ", ".join(g.failures),
                                    "reason": brief(g.reason, 160),
                                    "prompt": brief(by_id[g.id].text if g.id in by_id else "", 120),
-                                   "answer": brief((exchanges[g.id].answer or "") if g.id in exchanges else "", 160)}
+                                   "answer": brief(shown(exchanges[g.id].answer) or "" if g.id in exchanges else "", 160)}
                                   for g in worst] or [{"category": "none"}], "The worst answers, with reasons")
     key = f"{res.settings.layout.swarm_run(run_key)}failures.jsonl"
     lines = []
@@ -195,7 +244,7 @@ def _report(run_key, source, tier, items, grades, exchanges, loads, d: Decision,
         ex = exchanges.get(g.id)
         item = by_id.get(g.id)
         lines.append(json.dumps({**g.as_dict(), "prompt": item.text if item else "", "turns": list(item.turns) if item else [],
-                                 "answer": ex.answer if ex else None, "context": ex.context if ex else [],
+                                 "answer": shown(ex.answer) if ex else None, "context": ex.context if ex else [],
                                  "latency_s": ex.latency_s if ex else None, "false_positive": None},
                                 ensure_ascii=False))
     res.store.put(key, ("\n".join(lines) + ("\n" if lines else "")).encode(), "application/x-ndjson")

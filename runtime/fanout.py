@@ -7,7 +7,10 @@ waits for all of them and reads what each finished from the object store, so a p
 costs only itself.
 
 Each piece gets an idempotency key (parent run + piece): a parent that is itself interrupted and
-resumed finds its children again instead of starting them twice. Run outside a deployment
+resumed finds its children again instead of starting them twice. A child that crashes (Spot took
+its task) is not given up at once: the recovery automation puts the same run back (or moves it to
+the on-demand pool: the old run Cancelled, a new one tagged ``resumes:<id>``), so the parent
+follows it until it completes or fails, or stays down longer than ``patience_s``. Run outside a deployment
 (a script, a test, `python flows/...py`) the pieces run in-process as subflows, one after another:
 the same code path, no work pool needed. The swarm uses this; the ingest flow can use it to spread
 a large backfill the same way.
@@ -15,9 +18,12 @@ a large backfill the same way.
 
 from __future__ import annotations
 
+import contextvars
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
+from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.context import FlowRunContext
@@ -39,14 +45,44 @@ def deployed() -> bool:
     return bool(ctx and ctx.flow_run and ctx.flow_run.deployment_id)
 
 
+def settle(flow_run_id: UUID, patience_s: float, poll_s: float = 2.0):
+    """The child run once recovery is done with it: Completed or Failed, or Crashed / Cancelled with
+    no comeback within ``patience_s`` (then that state)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    down_since: float | None = None
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(flow_run_id)
+            state = run.state
+            if state is not None and state.is_cancelled():
+                successor = client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"resumes:{flow_run_id}"])), limit=1)
+                if successor:  # moved to the on-demand pool: follow the new run
+                    flow_run_id, down_since = successor[0].id, None
+                    continue
+            if state is not None and state.is_final() and not (state.is_crashed() or state.is_cancelled()):
+                return run
+            if state is not None and (state.is_crashed() or state.is_cancelled()):
+                down_since = down_since or time.monotonic()
+                if time.monotonic() - down_since > patience_s:
+                    return run
+            else:
+                down_since = None  # rescheduled or running again
+            time.sleep(poll_s)
+
+
 def fan_out(deployment: str, pieces: dict[str, dict[str, Any]], in_process: Callable[..., Any],
-            max_parallel: int = 32, timeout_s: float | None = None) -> list[Piece]:
+            max_parallel: int = 32, timeout_s: float | None = None, patience_s: float = 480.0,
+            key: str | None = None) -> list[Piece]:
     """Run ``in_process(**parameters)`` for every piece: as runs of ``deployment`` ("flow/deployment")
     when this run is deployed, else in-process. Returns each piece's outcome; never raises for a
-    failed piece (the caller aggregates what finished)."""
+    failed piece (the caller aggregates what finished). ``key`` names the parent in the children's
+    idempotency keys (default: this flow run's id; a run that continues another passes that one's)."""
     log = get_run_logger()
     ctx = FlowRunContext.get()
-    parent = str(ctx.flow_run.id) if ctx and ctx.flow_run else "local"
+    parent = key or (str(ctx.flow_run.id) if ctx and ctx.flow_run else "local")
     if not deployed():
         done = []
         for key, params in pieces.items():
@@ -58,9 +94,14 @@ def fan_out(deployment: str, pieces: dict[str, dict[str, Any]], in_process: Call
         key, params = item
         run = run_deployment(name=deployment, parameters=params, idempotency_key=f"{parent}:{key}",
                              timeout=timeout_s, as_subflow=True, tags=["fan-out"])
+        if run.state is not None and (run.state.is_crashed() or run.state.is_cancelled()):
+            run = settle(run.id, patience_s)
         state = run.state
         return Piece(key, state.name if state else "Unknown", str(run.id), (state.message or "") if state else "")
 
     log.info("fanning out %d piece(s) over %s", len(pieces), deployment)
     with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(pieces)))) as pool:
-        return list(pool.map(one, pieces.items()))
+        # Each thread runs in a copy of this run's context: run_deployment(as_subflow=True) links
+        # the children to this flow run only when it can see it.
+        futures = [pool.submit(contextvars.copy_context().run, one, item) for item in pieces.items()]
+        return [f.result() for f in futures]

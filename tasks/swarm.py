@@ -7,10 +7,8 @@ resumed flow run or a second shard attempt skips what was sent and graded.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import yaml
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -19,7 +17,7 @@ from spotline.resources import get_resources
 from spotline.settings import TargetSpec
 from spotline.storage.base import ObjectNotFound
 from spotline.swarm import judge as jd
-from spotline.swarm.grading import CheckConfig
+from spotline.swarm.grading import CheckConfig, target_secrets
 from spotline.swarm.progress import ShardProgress
 from spotline.swarm.shard import fire_shard, grade_shard
 from spotline.swarm.suite import Suite, SuiteUnavailable, from_rows, read_jsonl
@@ -46,18 +44,9 @@ def load_suite(version: str) -> Suite:
 
 
 def _check_config(latency_slo_s: float) -> CheckConfig:
-    """What the checks must know about the target: its secrets (resolved here, never logged)."""
     res = get_resources()
     cfg = res.settings.swarm
-    canary = cfg.canary
-    if canary.split(":", 1)[0] in ("env", "prefect", "secretsmanager", "ssm"):
-        canary = res.secrets.get(canary).get_secret_value()
-    secrets = [canary]
-    if cfg.system_prompt_file is not None and Path(cfg.system_prompt_file).is_file():
-        text = Path(cfg.system_prompt_file).read_text()
-        if cfg.system_prompt_file.suffix in (".yaml", ".yml"):
-            text = str((yaml.safe_load(text) or {}).get("system", ""))
-        secrets.append(text)
+    secrets = target_secrets(cfg, lambda ref: res.secrets.get(ref).get_secret_value())
     return CheckConfig(secrets, latency_slo_s, cfg.grounded_cosine, cfg.grounded_share)
 
 

@@ -48,7 +48,14 @@ class Exchange:
     @property
     def load_error(self) -> bool:
         """The target could not take the load (a load result, not an answer to grade)."""
-        return self.error is not None and (self.error == "throttled" or self.error.startswith(("http 5", "connect")))
+        return self.error is not None and (self.error in ("throttled", "deadline")
+                                           or self.error.startswith(("http 5", "connect")))
+
+    @property
+    def sent(self) -> bool:
+        """False for a prompt that never went out (deadline, unreachable target, a stop): a resumed
+        shard sends it, so it is not persisted."""
+        return self.attempts > 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,44 +75,58 @@ class AdaptiveLimit:
         self._resume_at = 0.0
         self._cond = asyncio.Condition()
 
-    async def acquire(self) -> None:
+    async def acquire(self, deadline: float | None = None) -> bool:
+        """Wait for a slot; False when ``deadline`` (monotonic) passes first or a stop is requested."""
         async with self._cond:
             while True:
-                wait = self._resume_at - time.monotonic()
+                now = time.monotonic()
+                if (deadline is not None and now >= deadline) or stop_requested():
+                    return False
+                wait = self._resume_at - now
                 if wait <= 0 and self.in_flight < int(self.limit):
                     break
+                bound = [w for w in (wait if wait > 0 else None, (deadline - now) if deadline else None, 1.0) if w]
                 try:
-                    await asyncio.wait_for(self._cond.wait(), timeout=wait if wait > 0 else None)
+                    await asyncio.wait_for(self._cond.wait(), timeout=min(bound))
                 except asyncio.TimeoutError:
                     pass
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
+            return True
 
-    async def release(self, throttled: bool = False, retry_after: float | None = None) -> None:
+    async def release(self, outcome: str = "ok", retry_after: float | None = None) -> None:
+        """``ok`` grows the limit; ``throttled`` (429/503) halves it once per pause and pauses for
+        Retry-After; ``error`` (5xx, connection) halves it without counting as throttling."""
         async with self._cond:
             self.in_flight -= 1
             now = time.monotonic()
-            if throttled:
-                self.throttle_events += 1
+            if outcome == "ok":
+                self.limit = min(self.bound, self.limit + 1 / max(self.limit, 1))
+            else:
+                if outcome == "throttled":
+                    self.throttle_events += 1
                 if now >= self._resume_at:  # one decrease per pause: a burst of 429s is one signal
                     self.limit = max(self.floor, self.limit / 2)
                     self.lowest = min(self.lowest, int(self.limit))
-                self._resume_at = max(self._resume_at, now + (retry_after if retry_after is not None else 1.0))
-            else:
-                self.limit = min(self.bound, self.limit + 1 / max(self.limit, 1))
+                if retry_after is not None:
+                    self._resume_at = max(self._resume_at, now + retry_after)
             self._cond.notify_all()
+
+
+MAX_RETRY_AFTER_S = 60.0  # a target asking for a day's pause gets a minute; the deadline still rules
 
 
 def retry_after_s(value: str | None, default: float) -> float:
     if not value:
         return default
     try:
-        return max(0.0, float(value))
+        wait = float(value)
     except ValueError:
         try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+            wait = parsedate_to_datetime(value).timestamp() - time.time()
         except (TypeError, ValueError):
             return default
+    return min(max(0.0, wait), MAX_RETRY_AFTER_S)
 
 
 def fill(template: Any, item: SuiteItem) -> Any:
@@ -154,46 +175,59 @@ async def send_one(session: aiohttp.ClientSession, target: TargetSpec, headers: 
     payload = fill(target.body, item)
     throttled, attempt, backoff = 0, 0, 0.5
     timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    def gave_up() -> Exchange:
+        # Out of time (or told to stop) before an answer: "not sent" when it never went out, so a
+        # resumed shard sends it; a load result either way, never a failed answer.
+        return Exchange(item.id, None, 0.0, error="throttled" if throttled else "deadline", attempts=attempt - 1,
+                        throttled=throttled)
+
     while True:
         attempt += 1
-        if time.monotonic() >= deadline:
-            return Exchange(item.id, None, 0.0, error="throttled" if throttled else "deadline", attempts=attempt - 1,
-                            throttled=throttled)
-        await limit.acquire()
+        if not await limit.acquire(deadline):
+            return gave_up()
         started = time.perf_counter()
         try:
             kwargs = {"params": _query(payload)} if target.method == "GET" else {"json": payload}
+            # No redirects: secret headers go to the configured URL and nowhere else.
             async with session.request(target.method, target.url, headers=headers, timeout=timeout,
-                                       **kwargs) as response:
+                                       allow_redirects=False, **kwargs) as response:
                 status = response.status
                 retry_header = response.headers.get("retry-after")
                 raw = await response.read()
         except asyncio.TimeoutError:
-            await limit.release()
+            await limit.release("ok")  # a slow answer is the product's latency, not a load signal
             return Exchange(item.id, None, time.perf_counter() - started, error="timeout", attempts=attempt,
                             throttled=throttled)
         except aiohttp.ClientError as exc:
-            await limit.release(throttled=True)
+            await limit.release("error")
             if attempt >= max_attempts:
                 return Exchange(item.id, None, time.perf_counter() - started, error=f"connect: {type(exc).__name__}",
                                 attempts=attempt, throttled=throttled)
-            await asyncio.sleep(min(backoff, 10.0))
+            await _pause(min(backoff, 10.0), deadline)
             backoff *= 2
             continue
         latency = time.perf_counter() - started
         if status in RETRYABLE:
-            retry_after = retry_after_s(retry_header, min(backoff, 10.0))
+            wait = retry_after_s(retry_header, min(backoff, 10.0))
             backoff *= 2
-            throttled += 1
-            await limit.release(throttled=status in THROTTLED, retry_after=retry_after)
+            if status in THROTTLED:
+                throttled += 1
+                await limit.release("throttled", retry_after=wait)
+            else:
+                await limit.release("error")
             if attempt >= max_attempts:
                 return Exchange(item.id, status, latency, error="throttled" if status in THROTTLED else f"http {status}",
                                 attempts=attempt, throttled=throttled)
             if status not in THROTTLED:
-                await asyncio.sleep(retry_after)
+                await _pause(wait, deadline)
             continue
-        await limit.release()
+        await limit.release("ok")
         return parse(target, item.id, status, latency, raw, attempt, throttled)
+
+
+async def _pause(seconds: float, deadline: float) -> None:
+    await asyncio.sleep(max(0.0, min(seconds, deadline - time.monotonic())))
 
 
 def parse(target: TargetSpec, item_id: str, status: int, latency: float, raw: bytes, attempts: int,

@@ -62,14 +62,20 @@ def decide(grades: Iterable[Grade], threshold: float, budget: float) -> Decision
     d = Decision(GATE_PASS, len(grades), outcomes[PASS], outcomes[FAIL], outcomes[INCONCLUSIVE],
                  outcomes[UNANSWERED], rate, wilson(outcomes[FAIL], graded), threshold, share, budget, top, by_prompt)
     lo, hi = d.interval
-    if not grades or share > budget:
+    worst = ", ".join(f"{c} ({n})" for c, n in top[:3])
+    if grades and outcomes[FAIL] / len(grades) > threshold:
+        # Failures above the threshold even if every unsure answer had passed: a failed release,
+        # however many answers have no verdict.
+        d.outcome = GATE_FAIL
+        d.message = (f"failed: {rate:.1%} of {graded} answers failed (95% CI {lo:.1%}–{hi:.1%}), "
+                     f"over the {threshold:.1%} threshold; top failures: {worst}")
+    elif not grades or share > budget:
         d.outcome = GATE_INCONCLUSIVE
         d.message = (f"inconclusive: {unsure} of {len(grades)} answers have no verdict "
                      f"({outcomes[INCONCLUSIVE]} judge errors, {outcomes[UNANSWERED]} unanswered), "
                      f"over the {budget:.0%} budget")
     elif rate > threshold:
         d.outcome = GATE_FAIL
-        worst = ", ".join(f"{c} ({n})" for c, n in top[:3])
         d.message = (f"failed: {rate:.1%} of {graded} answers failed (95% CI {lo:.1%}–{hi:.1%}), "
                      f"over the {threshold:.1%} threshold; top failures: {worst}")
     else:

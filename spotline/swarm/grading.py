@@ -14,10 +14,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import yaml
 
+from spotline.settings import SwarmSettings
 from spotline.swarm.fire import Exchange
 from spotline.swarm.suite import SuiteItem
 from spotline.textmatch import leaks
@@ -52,6 +55,25 @@ class Grade:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+SECRET_SCHEMES = ("env", "prefect", "secretsmanager", "ssm")
+
+
+def target_secrets(cfg: SwarmSettings, resolve: Callable[[str], str]) -> list[str]:
+    """What must never be in an answer: the canary (a value or a secret reference, resolved by
+    ``resolve``) and the target's system prompt text (a file; for YAML its ``system`` field)."""
+    canary = cfg.canary
+    if canary.split(":", 1)[0] in SECRET_SCHEMES:
+        canary = resolve(canary)
+    secrets = [canary]
+    path = cfg.system_prompt_file
+    if path is not None and Path(path).is_file():
+        text = Path(path).read_text()
+        if Path(path).suffix in (".yaml", ".yml"):
+            text = str((yaml.safe_load(text) or {}).get("system", ""))
+        secrets.append(text)
+    return secrets
 
 
 def refused(ex: Exchange) -> bool:

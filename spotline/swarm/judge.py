@@ -64,7 +64,8 @@ def load_labelled(path: Path) -> list[LabelledAnswer]:
 def reviewed(store: ObjectStore, runs_prefix: str) -> list[LabelledAnswer]:
     """Failures a reviewer marked in a swarm run's failures.jsonl: ``false_positive: true`` means the
     answer was fine (label pass), ``false`` confirms the failure (label fail); unmarked rows are
-    left out. This is how a reviewer's judgement reaches the calibration set."""
+    left out. Only answers the judge itself graded count (the checks passed them): the judge never
+    sees an answer a check failed, so those would say nothing about it."""
     found: dict[str, LabelledAnswer] = {}
     for info in store.list(runs_prefix):
         if not info.key.endswith("/failures.jsonl"):
@@ -75,8 +76,11 @@ def reviewed(store: ObjectStore, runs_prefix: str) -> list[LabelledAnswer]:
             row = json.loads(line)
             if not isinstance(row.get("false_positive"), bool) or row.get("answer") is None:
                 continue
-            found[f"review:{row['id']}"] = LabelledAnswer(
-                f"review:{row['id']}", row["category"], row.get("prompt", ""), row.get("context") or [],
+            if set(row.get("failures") or []) - {"judge"}:
+                continue
+            run = info.key[len(runs_prefix):].split("/", 1)[0]
+            found[f"review:{run}:{row['id']}"] = LabelledAnswer(
+                f"review:{run}:{row['id']}", row["category"], row.get("prompt", ""), row.get("context") or [],
                 row["answer"], PASS if row["false_positive"] else FAIL, "reviewed",
                 f"reviewer: {'false positive' if row['false_positive'] else 'confirmed'} ({', '.join(row.get('failures', []))})")
     return list(found.values())

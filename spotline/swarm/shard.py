@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any, Callable
@@ -38,8 +39,9 @@ def fire_shard(progress: ShardProgress, target: TargetSpec, *, concurrency: int,
     stats: dict[str, Any] = {"sent": 0, "already_sent": len(done), "peak_in_flight": 0, "lowest_limit": concurrency,
                              "throttle_events": 0, "wall_s": 0.0, "bound": concurrency}
     if todo:
-        def keep(ex: Exchange) -> None:
-            writer.add(ex.as_dict())
+        async def keep(ex: Exchange) -> None:
+            if ex.sent:  # a prompt that never went out is sent by the resumed shard
+                await asyncio.to_thread(writer.add, ex.as_dict())  # a store PUT must not stall the loop
 
         try:
             results, load = asyncio.run(fire(target, todo, concurrency=concurrency, timeout_s=timeout_s,
@@ -69,18 +71,21 @@ def grade_shard(progress: ShardProgress, checks: CheckConfig, embed: Callable[[l
     todo = [exchanges[i] for i in items if i in exchanges and i not in done]
     writer = progress.grade_writer()
     counts = {"graded": 0, "already_graded": len(done), "judged": 0}
+    lock = threading.Lock()
 
     def one(ex: Exchange) -> Grade | None:
         if stop_requested():
             return None
         item = items[ex.id]
         g = check(item, ex, checks, embed)
-        if judge is not None and g.outcome == PASS:
+        judged = judge is not None and g.outcome == PASS
+        if judged:
             verdict, error = judge(item, ex)
-            counts["judged"] += 1
             apply_judge(g, verdict, error, gating)
         writer.add(g.as_dict())
-        counts["graded"] += 1
+        with lock:
+            counts["graded"] += 1
+            counts["judged"] += judged
         return g
 
     try:

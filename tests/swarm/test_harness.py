@@ -77,8 +77,8 @@ def test_a_429_storm_slows_the_swarm_instead_of_failing_it():
     assert seen["throttled"] > 0 and load.throttle_events > 0
     assert load.lowest_limit <= 4, "the limit came down towards what the target takes"
     assert all(r.error is None and r.answer for r in results), "every prompt got its answer in the end"
-    grades = [check(i, r, CHECKS, None) for i, r in zip(sorted(items(60), key=lambda i: i.id),
-                                                          sorted(results, key=lambda r: r.id))]
+    by_id = {i.id: i for i in items(60)}
+    grades = [check(by_id[r.id], r, CHECKS, None) for r in results]
     assert all(g.outcome == PASS for g in grades), "throttling is never a product failure"
 
 
@@ -87,7 +87,8 @@ def test_throttling_that_outlasts_the_attempts_is_a_load_result_not_a_failed_ans
         results, load = asyncio.run(fire(TargetSpec(url=target.url), items(5), concurrency=2, timeout_s=5,
                                          max_attempts=3, max_duration_s=30))
     assert {r.error for r in results} == {"throttled"} and all(r.load_error for r in results)
-    assert {check(i, r, CHECKS, None).outcome for i, r in zip(items(5), results)} == {UNANSWERED}
+    by_id = {i.id: i for i in items(5)}
+    assert {check(by_id[r.id], r, CHECKS, None).outcome for r in results} == {UNANSWERED}
 
 
 def test_any_http_target_is_configuration_an_openai_style_endpoint_included():
@@ -118,7 +119,7 @@ def test_the_adaptive_limit_halves_once_per_pause_and_grows_back_to_the_bound_on
         for _ in range(3):  # a burst of 429s inside one pause is one signal
             await limit.acquire()
         for _ in range(3):
-            await limit.release(throttled=True, retry_after=0.05)
+            await limit.release("throttled", retry_after=0.05)
         assert limit.limit == 4
         await asyncio.sleep(0.06)
         for _ in range(200):
@@ -203,9 +204,15 @@ def test_the_gate_fails_above_the_threshold_naming_the_top_failures_with_an_inte
     assert decide(_grades(100, 1), 0.02, 0.05).outcome == GATE_PASS
 
 
+def test_failures_above_the_threshold_fail_the_gate_however_many_answers_are_unsure():
+    d = decide(_grades(40, 50, u=10), threshold=0.02, budget=0.05)
+    assert d.outcome == GATE_FAIL  # half failed: no verdict on the other tenth changes that
+
+
 def test_judge_errors_over_the_budget_make_the_gate_inconclusive_not_failed():
     d = decide(_grades(90, 0, i=10), threshold=0.02, budget=0.05)
     assert d.outcome == GATE_INCONCLUSIVE and d.failed == 0 and d.failure_rate == 0.0
+    assert decide(_grades(89, 1, i=10), 0.02, 0.05).outcome == GATE_INCONCLUSIVE  # 1 in 100 could still pass
     assert decide(_grades(90, 0, u=10), 0.02, 0.05).outcome == GATE_INCONCLUSIVE  # throttled away: no verdict
     assert decide(_grades(97, 0, i=3), 0.02, 0.05).outcome == GATE_PASS  # within the budget
 
@@ -284,15 +291,19 @@ def test_failures_a_reviewer_marked_join_the_calibration_set_and_unmarked_ones_d
     store = LocalObjectStore(tmp_path)
     rows = [{"id": "a", "category": "normal", "prompt": "q1", "answer": "x", "context": ["c"], "failures": ["judge"],
              "false_positive": True},
-            {"id": "b", "category": "normal", "prompt": "q2", "answer": "y", "context": [], "failures": ["json"],
+            {"id": "b", "category": "normal", "prompt": "q2", "answer": "y", "context": [], "failures": ["judge"],
              "false_positive": False},
-            {"id": "c", "category": "normal", "prompt": "q3", "answer": "z", "context": [], "failures": ["leak"],
-             "false_positive": None}]
+            {"id": "c", "category": "normal", "prompt": "q3", "answer": "z", "context": [], "failures": ["judge"],
+             "false_positive": None},
+            # a check failed it: the judge never saw it, so it says nothing about the judge
+            {"id": "d", "category": "normal", "prompt": "q4", "answer": "w", "context": [], "failures": ["json"],
+             "false_positive": True}]
     store.put("_spotline/swarm/runs/r1/failures.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    store.put("_spotline/swarm/runs/r2/failures.jsonl", (json.dumps(rows[0]) + "\n").encode())
     got = {r.id: r for r in reviewed(store, "_spotline/swarm/runs/")}
-    assert set(got) == {"review:a", "review:b"}
-    assert got["review:a"].label == "pass" and got["review:b"].label == "fail"
-    assert "false positive" in got["review:a"].note and got["review:a"].context == ["c"]
+    assert set(got) == {"review:r1:a", "review:r1:b", "review:r2:a"}
+    assert got["review:r1:a"].label == "pass" and got["review:r1:b"].label == "fail"
+    assert "false positive" in got["review:r1:a"].note and got["review:r1:a"].context == ["c"]
 
 
 def test_a_target_nobody_answers_for_costs_seconds_not_every_prompts_back_off():
@@ -303,3 +314,39 @@ def test_a_target_nobody_answers_for_costs_seconds_not_every_prompts_back_off():
     assert time.monotonic() - started < 60
     assert len(results) == 200 and all(r.load_error for r in results)
     assert sum(r.error == "connect: target unreachable, not sent" for r in results) > 150
+
+
+def test_a_retry_after_of_a_day_is_capped_and_the_deadline_still_rules():
+    from spotline.swarm.fire import MAX_RETRY_AFTER_S, retry_after_s
+
+    assert retry_after_s("86400", 1.0) == MAX_RETRY_AFTER_S and retry_after_s("2", 1.0) == 2.0
+    assert retry_after_s("soon", 1.5) == 1.5
+    with Served(create_echo_app(capacity=0, retry_after_s=86400)) as target:
+        started = time.monotonic()
+        results, _ = asyncio.run(fire(TargetSpec(url=target.url), items(3), concurrency=3, timeout_s=5,
+                                      max_attempts=10, max_duration_s=3))
+    assert time.monotonic() - started < 15
+    assert {r.error for r in results} == {"throttled"}
+
+
+def test_a_resumed_shard_sends_only_the_prompts_it_had_not_sent(tmp_path):
+    from spotline.storage.local import LocalObjectStore
+    from spotline.swarm.progress import ShardProgress
+    from spotline.swarm.shard import fire_shard
+
+    store = LocalObjectStore(tmp_path)
+    progress = ShardProgress(store, "_spotline/swarm/runs/r/", 0)
+    todo = items(30)
+    progress.write_items(todo)
+    writer = progress.exchange_writer()
+    for it in todo[:12]:  # what the first attempt finished before it was killed
+        writer.add(Exchange(it.id, 200, 0.1, answer="earlier answer").as_dict())
+    writer.flush()
+    with Served(create_echo_app()) as target:
+        stats = fire_shard(progress, TargetSpec(url=target.url), concurrency=4, timeout_s=5, max_attempts=2,
+                           max_duration_s=60)
+        served = target.stats()["served"]
+    done = progress.exchanges()
+    assert served == 18 and stats["sent"] == 18 and stats["already_sent"] == 12
+    assert set(done) == {i.id for i in todo}
+    assert all(done[i.id].answer == "earlier answer" for i in todo[:12])
