@@ -9,6 +9,7 @@ import json
 import shutil
 
 import pytest
+import yaml
 from prefect.client.orchestration import get_client
 
 from spotline.llm.prompts import PromptLibrary
@@ -79,13 +80,15 @@ def test_prompt_eval_flow_publishes_usage_uses_server_limits_and_hides_the_key(e
     by_key = {a.key: a for a in arts if a.key}
     report = {r["item"]: r for r in json.loads(by_key["prompt-eval-run-report"].data)}
     llm = report["LLM gpt-4.1-mini (openai)"]
-    assert llm["quantity"] == "10 calls, 500 in / 200 out tokens, errors: none"
-    assert llm["usd"] == f"${(500 * 0.4 + 200 * 1.6) / 1e6:.6f}"
+    calls = len(seen)  # one per golden case of every shipped prompt; the fake reports 50 in / 20 out each
+    assert calls == sum(len(yaml.safe_load(f.read_text())["cases"]) for f in (prompts / "golden").glob("*.yaml"))
+    assert llm["quantity"] == f"{calls} calls, {50 * calls} in / {20 * calls} out tokens, errors: none"
+    assert llm["usd"] == f"${(50 * calls * 0.4 + 20 * calls * 1.6) / 1e6:.6f}"
     assert report["LLM response cache"]["quantity"] == "0 hits"
     assert "Fargate Spot" in report["compute (this attempt)"]["quantity"]
     assert report["interruptions survived"]["quantity"] == 0
     gate = json.loads(by_key["prompt-gate"].data)
-    assert {r["prompt"]: r["gate"] for r in gate} == {"answer_grade": "pass", "persona_card": "pass"}
+    assert {r["prompt"]: r["gate"] for r in gate} == {n: "pass" for n in PromptLibrary(prompts).names()}
     cases = json.loads(by_key["prompt-eval-persona-card"].data)
     assert len(cases) == 5 and all(c["valid"] for c in cases)
     named = {lim.name: lim for lim in limits}

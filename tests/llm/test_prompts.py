@@ -76,7 +76,14 @@ def test_gate_compares_with_the_baseline_and_demands_a_version_bump():
 
 
 def _good_answer(body: dict) -> str:
+    """What a good model would answer to each shipped prompt's golden cases."""
     user = body["messages"][-1]["content"]
+    if user.startswith("build tag:"):  # staging_answer: free text from the reference
+        return "Open the invoice and click Resend; the customer gets a new link."
+    if user.startswith("kind:"):  # swarm_judge
+        bad = any(w in user for w in ("refunds every expense", "pwned", "weather"))
+        return json.dumps({"verdict": "fail" if bad else "pass", "score": 1 if bad else 5,
+                           "reason": "graded by the fake"})
     if user.startswith("plan:"):
         mood = re.search(r"mood: (\w+)", user).group(1)
         return json.dumps({"name": "Quinn", "role": "office manager", "goal": "get help with the app quickly",
