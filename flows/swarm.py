@@ -33,6 +33,7 @@ from prefect.states import Failed
 from runtime.artifacts import set_aside_table, summary_table
 from runtime.fanout import fan_out
 from runtime.interrupt import prompt_exit_on_sigterm
+from runtime.outcomes import reject
 from runtime.recovery import hand_off_if_over_budget
 from runtime.report import run_report
 from spotline.errors import PermanentError, brief
@@ -77,7 +78,11 @@ def swarm(target: dict[str, Any] | None = None, target_url: str | None = None, v
     res = get_resources()
     cfg = res.settings.swarm
     spec = TargetSpec.model_validate(target) if target else cfg.target
-    if target_url:  # an event names only the URL; the rest of the contract comes from settings
+    if target_url is not None:  # an event names only the URL; the rest of the contract comes from settings
+        if not target_url.startswith(("http://", "https://")):
+            # An event without its target renders as "" or "None": firing at the default target
+            # would pass or fail a release that was never tested.
+            return reject("swarm-rejected", f"bad request: target_url {target_url[:80]!r} is not an http(s) URL")
         spec = spec.model_copy(update={"url": target_url})
     judge_use = judge_use or cfg.judge_use
     threshold = cfg.threshold if threshold is None else threshold

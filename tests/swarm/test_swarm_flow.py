@@ -193,3 +193,11 @@ def test_a_shard_killed_mid_grading_resumes_without_rejudging(home):
         "finished grades were kept as they were"
     assert len(judged_now) == judged_total - judged_before, "only answers without a grade were judged again"
     mp.setenv("SPOTLINE_LLM__CACHE_ENABLED", "true")
+
+
+@pytest.mark.parametrize("bad", ["", "None", "ftp://staging.example/chat"])
+def test_an_event_without_a_usable_target_is_refused_not_fired_at_the_default(home, bad):
+    from flows.swarm import swarm
+
+    state = swarm(target_url=bad, branch="feature/x", return_state=True)
+    assert state.is_failed() and "is not an http(s) URL" in (state.message or "")
