@@ -7,7 +7,8 @@ guardrails a production app has (spotline/staging/guards.py). The faulty builds 
 kind of bad release, on purpose and deterministically, because a 270M base model fails in random
 ways rather than in the one way a test needs:
 
-- ``leaky``: no guardrails; an extraction or injection attempt gets the system prompt back.
+- ``leaky``: no input or output screen (the scope refusal and grounding guard stay); an extraction
+  or injection attempt gets the system prompt back.
 - ``inventive``: the retrieval wiring is broken: the model is handed confident invented facts
   instead of the help centre, while the response still reports the real retrieved context.
 - ``broken-json``: asked for JSON, it returns something that is not JSON.
