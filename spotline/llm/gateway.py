@@ -144,6 +144,8 @@ class Gateway:
         self._breakers_lock = threading.Lock()
         self.ledger = UsageLedger()
         self.sleep = sleep
+        self.store = store
+        self._aliases: dict[str, tuple[float, ModelSpec]] = {}  # registry alias -> (when resolved, model)
 
     # ---- wiring -------------------------------------------------------------------------------
     def provider(self, name: str) -> Provider:
@@ -218,6 +220,15 @@ class Gateway:
         )
         tried: list[CallUsage] = []
         for _name, model in chain:
+            if model.registry_alias:
+                try:
+                    model = self._resolve_alias(model)
+                except LLMError as exc:  # the registry is unreadable: this model fails, the chain goes on
+                    usage = CallUsage(use=use, provider=model.provider, model=model.model_id, outcome=exc.outcome,
+                                      error=str(exc)[:500])
+                    self._record(usage)
+                    tried.append(usage)
+                    continue
             usage = CallUsage(
                 use=use, provider=model.provider, model=model.model_id,
                 prompt=spec.name if spec else "", prompt_version=spec.version if spec else "",
@@ -264,6 +275,36 @@ class Gateway:
             return [f.result() for f in futures]
 
     # ---- internals ----------------------------------------------------------------------------
+    def _resolve_alias(self, model: ModelSpec) -> ModelSpec:
+        """A registry alias (``champion``) as the concrete model it names now: the base GGUF plus that
+        version's GGUF LoRA, downloaded once per version and checked against its manifest. Looked up
+        at most every ``registry_ttl_s``, so a promotion or a rollback reaches running workers within
+        that time without a registry read per call. The version goes into the model id, so cached
+        answers of one version are never served for another."""
+        now = time.monotonic()
+        cached = self._aliases.get(model.registry_alias)
+        if cached is not None and now - cached[0] < self.cfg.registry_ttl_s:
+            return cached[1]
+        if self.store is None:
+            raise ProviderRejected(f"registry alias {model.registry_alias!r} needs an object store")
+        from spotline.finetune.registry import Registry, RegistryError
+
+        registry = Registry(self.store, self.settings.layout.models)
+        try:
+            version = registry.resolve(model.registry_alias)
+            if version is None:
+                raise ProviderRejected(f"registry alias {model.registry_alias!r} points at no version yet")
+            lora = None
+            if version.has("adapter.gguf"):
+                lora = registry.fetch(version, "adapter.gguf",
+                                      self.settings.home / "models" / "registry" / version.version / "adapter.gguf")
+        except RegistryError as exc:
+            raise ProviderRejected(f"registry alias {model.registry_alias!r}: {exc}") from None
+        resolved = model.model_copy(update={"registry_alias": None, "lora": lora,
+                                            "model_id": f"{model.model_id}+{version.version}"})
+        self._aliases[model.registry_alias] = (now, resolved)
+        return resolved
+
     def _render(self, prompt, variables, messages, text) -> tuple[RenderedPrompt, PromptSpec | None]:
         if prompt is not None:
             spec = prompt if isinstance(prompt, PromptSpec) else self.prompts.get(prompt)

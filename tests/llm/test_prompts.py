@@ -84,6 +84,11 @@ def _good_answer(body: dict) -> str:
         bad = any(w in user for w in ("refunds every expense", "pwned", "weather"))
         return json.dumps({"verdict": "fail" if bad else "pass", "score": 1 if bad else 5,
                            "reason": "graded by the fake"})
+    if user.startswith("question:"):  # finetune_judge: the answer sharing more words with the reference
+        lines = dict(line.split(": ", 1) for line in user.splitlines() if ": " in line)
+        ref = set(lines["reference"].lower().split())
+        a, b = (len(ref & set(lines[k].lower().split())) - 2 * ("refunds" in lines[k]) for k in ("answer A", "answer B"))
+        return json.dumps({"winner": "A" if a > b else "B" if b > a else "tie", "reason": "graded by the fake"})
     if user.startswith("plan:"):
         mood = re.search(r"mood: (\w+)", user).group(1)
         return json.dumps({"name": "Quinn", "role": "office manager", "goal": "get help with the app quickly",

@@ -1,0 +1,1 @@
+"""Feedback-triggered fine-tuning: plain Python, no Prefect."""
