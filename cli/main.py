@@ -377,5 +377,84 @@ def swarm_calibrate(
                f"{'gating' if cal.gating else 'advisory'} (floor {cal.floor:.2f}); recorded at {res.store.uri(key)}")
 
 
+feedback_app = typer.Typer(no_args_is_help=True, help="Thumbs-down corrections: send, drain into the dataset.")
+finetune_app = typer.Typer(no_args_is_help=True, help="LoRA fine-tuning on the corrections, gated by evaluation.")
+model_app = typer.Typer(no_args_is_help=True, help="The model registry: versions, aliases, history, rollback.")
+app.add_typer(feedback_app, name="feedback")
+app.add_typer(finetune_app, name="finetune")
+app.add_typer(model_app, name="model")
+
+
+@feedback_app.command("send")
+def feedback_send(events: Path = typer.Argument(..., help="JSON lines, one feedback event each (as the product sends)")) -> None:
+    """Put events on the feedback queue (the local spool, or SQS in aws), as the product would."""
+    from spotline.finetune.queues import open_queue
+    from spotline.settings import get_settings
+
+    s = get_settings()
+    queue = open_queue(s.feedback, s.profile, s.home)
+    n = 0
+    for line in events.read_text().splitlines():
+        if line.strip():
+            queue.send(line)
+            n += 1
+    typer.echo(f"queued {n} event(s) on the {s.feedback.queue} queue")
+
+
+@feedback_app.command("drain")
+def feedback_drain() -> None:
+    """Run the intake now: validate, de-duplicate, scrub, store; emit the fine-tune trigger at the threshold."""
+    require_prefect()
+    from flows.feedback import feedback_intake
+
+    typer.echo(json.dumps(feedback_intake(), indent=2, default=str))
+
+
+@finetune_app.command("run")
+def finetune_run(reason: str = typer.Option("ad hoc from the command line")) -> None:
+    """Train, evaluate and (only if better) promote now; exit 0 promoted, 3 champion kept, 1 failed."""
+    require_prefect()
+    from flows.finetune import finetune
+
+    state = finetune(reason=reason, return_state=True)
+    outcome = state.result(raise_on_failure=False)
+    if not state.is_completed():
+        typer.echo(f"FINE-TUNE FAILED: {_one_line(state.message or outcome)}", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(outcome, indent=2, default=str))
+    raise typer.Exit(0 if outcome.get("status") == "promoted" else 3)
+
+
+def _registry():
+    from spotline.finetune.registry import Registry
+    from spotline.resources import get_resources
+
+    res = get_resources()
+    return Registry(res.store, res.settings.layout.models)
+
+
+@model_app.command("list")
+def model_list(history: int = typer.Option(10, help="alias moves to show, newest first")) -> None:
+    """Versions, where the aliases point, and the latest alias moves."""
+    reg = _registry()
+    doc = reg.aliases()
+    where = {v: a for a, v in doc.aliases.items()}
+    for v in reg.versions():
+        evaluation = reg.evaluation(v.version) or {}
+        loss = (evaluation.get("candidate") or {}).get("holdout_loss")
+        typer.echo(f"{v.version:24} {v.created_at[:19]:19} parent={v.parent or '-':24} "
+                   f"{'holdout loss ' + format(loss, '.3f') if loss is not None else '':20} {where.get(v.version, '')}")
+    for m in doc.history[-history:][::-1]:
+        typer.echo(f"  {m.at[:19]} {m.alias}: {m.from_version or '-'} -> {m.to_version} ({m.action}) {m.reason[:90]}")
+
+
+@model_app.command("rollback")
+def model_rollback(reason: str = typer.Option(..., help="why: recorded in the alias history"),
+                   alias: str = typer.Option("champion")) -> None:
+    """Point the alias back at the version it named before the current one (recorded, atomic)."""
+    move = _registry().rollback(alias, reason, actor="cli")
+    typer.echo(f"{alias}: {move.from_version} -> {move.to_version} (rollback recorded)")
+
+
 if __name__ == "__main__":
     app()

@@ -211,6 +211,34 @@ DEPLOYMENTS: tuple[Deployment, ...] = (
         tags=("swarm",),
     ),
     Deployment(
+        name="feedback-intake",
+        entrypoint="flows/feedback.py:feedback_intake",
+        description="Every 15 minutes: drain thumbs-down corrections from the queue into the scrubbed feedback "
+                    "dataset; emits spotline.feedback.threshold_reached when enough new corrections accumulated.",
+        cron="*/15 * * * *",
+        concurrency=1, collision="CANCEL_NEW",  # one drain at a time (the intake also holds a lease)
+        cpu=512, memory=1024,
+        tags=("finetune", "events"),
+    ),
+    Deployment(
+        name="finetune",
+        entrypoint="flows/finetune.py:finetune",
+        description="LoRA fine-tune of the champion on accumulated corrections, checkpointed to the object store, "
+                    "evaluated against the champion, promoted only if better. Started by "
+                    "spotline.feedback.threshold_reached, or ad hoc.",
+        triggers=({"name": "finetune-on-threshold", "type": "event", "enabled": True,
+                   "match": {"prefect.resource.id": "spotline.feedback.*"},
+                   "expect": ["spotline.feedback.threshold_reached"], "posture": "Reactive", "threshold": 1,
+                   "within": 0, "parameters": {"reason": "{{ event.payload.new_corrections }} new corrections"}},),
+        # One training at a time: a second trigger while one runs is dropped; the next intake run
+        # emits again if the corrections are still unused.
+        concurrency=1, collision="CANCEL_NEW",
+        # CPU is enough for 270M (docs/finetune.md): 2 vCPU / 8 GiB on Fargate Spot. A GPU is a job
+        # variable away on an EC2 capacity provider (docs/finetune.md: "GPU").
+        cpu=2048, memory=8192,
+        tags=("finetune", "events"),
+    ),
+    Deployment(
         name="prompt-gate",
         entrypoint="flows/prompt_eval.py:prompt_eval",
         description="Golden-set gate for prompts/*.yaml on the default route; fails below the recorded baseline.",

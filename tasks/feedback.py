@@ -36,3 +36,14 @@ def drain_feedback(max_batches: int | None = None, wait_s: float = 0) -> dict[st
     stats = drain(queue, res.datasets, scrubber, cfg.dataset, batch_size=cfg.batch_size, max_batches=max_batches,
                   visibility_s=cfg.visibility_s, wait_s=wait_s)
     return stats.as_dict()
+
+
+@task(name="count-new-corrections", cache_policy=NO_CACHE, persist_result=False, **RETRY)
+def count_new_corrections() -> tuple[int, str | None]:
+    """Corrections stored since the last training set was built (and when that was: None = never)."""
+    from spotline.finetune.intake import corrections_since
+    from spotline.finetune.run import trained_through
+
+    res = get_resources()
+    since = trained_through(res.datasets, res.settings.finetune.dataset)
+    return corrections_since(res.datasets, res.settings.feedback.dataset, since), since.isoformat() if since else None

@@ -58,10 +58,9 @@ def file_sha256(path: Path) -> str:
 
 
 def gguf_architecture(gguf_path: Path) -> str:
-    import gguf
+    from spotline.finetune.gguf_lora import read_gguf_header
 
-    field = gguf.GGUFReader(str(gguf_path)).get_field("general.architecture")
-    return field.contents() if field is not None else ""
+    return str(read_gguf_header(gguf_path)[0].get("general.architecture", ""))
 
 
 def _drop_gguf_quantization_tag(model: Any) -> None:
@@ -224,7 +223,7 @@ def tiny_tokenizer() -> Any:
     """A byte tokenizer in Gemma's shape: ids 0-3 as Gemma's pad/eos/bos/unk, then the 256 byte
     tokens ``<0x00>``..``<0xFF>``; spaces become ``\u2581`` (as sentencepiece writes them), every
     character falls back to its UTF-8 bytes, BOS is added. llama.cpp's sentencepiece tokenizer
-    splits text the same way over the same vocabulary (:func:`spotline.finetune.gguf_lora.write_tiny_base_gguf`)."""
+    splits text the same way over the same vocabulary (:func:`spotline.finetune.gguf_lora.write_f32_gguf`)."""
     from tokenizers import Tokenizer, decoders, normalizers, processors
     from tokenizers.models import BPE
     from transformers import PreTrainedTokenizerFast

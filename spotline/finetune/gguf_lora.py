@@ -26,8 +26,9 @@ LoRA goes across unchanged. Refused, rather than written wrong: DoRA, LoRA biase
 ``modules_to_save``, ``fan_in_fan_out``, embedding/lm_head adapters (Gemma ties them; llama.cpp's
 converter refuses lm_head too), and any tensor that is not a lora_A/lora_B pair.
 
-:func:`write_tiny_base_gguf` writes a tiny transformers Gemma3 (base_model.tiny_config_model) as a
-float32 GGUF llama.cpp loads, so a fast test can check an exported adapter numerically in llama.cpp.
+:func:`write_f32_gguf` writes a transformers Gemma3 as a float32 GGUF llama.cpp loads: a tiny one
+(base_model.tiny_config_model) lets a fast test check an exported adapter numerically in llama.cpp,
+the real de-quantized one checks the conversion without llama.cpp's quantized matmuls in the way.
 """
 
 from __future__ import annotations
@@ -106,14 +107,74 @@ def _peft_scaling(module: str, r: int, config: dict[str, Any]) -> float:
     return alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
 
 
+_SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+
+
+def read_gguf_header(path: Path) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
+    """(metadata, {tensor name: GGUF dims}) of a GGUF file, without its tensor data.
+
+    ``gguf.GGUFReader`` parses every element of every array field: 8 s for the 262k-token
+    vocabulary of Gemma 3. Here arrays are skipped and reported as their length (~0.3 s).
+    """
+    import mmap
+    import struct
+
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        if buf[:4] != b"GGUF":
+            raise ValueError(f"{path} is not a GGUF file")
+        pos = 4
+
+        def take(fmt: str) -> Any:
+            nonlocal pos
+            (value,) = struct.unpack_from(fmt, buf, pos)
+            pos += struct.calcsize(fmt)
+            return value
+
+        def string() -> str:
+            nonlocal pos
+            n = take("<Q")
+            pos += n
+            return bytes(buf[pos - n:pos]).decode("utf-8", errors="replace")
+
+        def value(kind: int) -> Any:
+            nonlocal pos
+            if kind == 8:
+                return string()
+            if kind == 9:
+                elem, n = take("<I"), take("<Q")
+                if elem == 8:
+                    for _ in range(n):
+                        length = take("<Q")  # not `pos += take(...)`: that adds to pos as it was before take
+                        pos += length
+                elif elem in _SCALAR:
+                    pos += n * struct.calcsize(_SCALAR[elem])
+                else:
+                    raise ValueError(f"{path}: nested GGUF arrays are not supported")
+                return n
+            return take(_SCALAR[kind])
+
+        version = take("<I")
+        if version < 2:
+            raise ValueError(f"{path}: GGUF version {version} is too old")
+        n_tensors, n_kv = take("<Q"), take("<Q")
+        metadata = {}
+        for _ in range(n_kv):
+            key = string()
+            metadata[key] = value(take("<I"))
+        tensors = {}
+        for _ in range(n_tensors):
+            name = string()
+            dims = tuple(take("<Q") for _ in range(take("<I")))
+            pos += 4 + 8  # ggml type, data offset
+            tensors[name] = dims
+    return metadata, tensors
+
+
 def _base_tensors(base_gguf_path: Path) -> tuple[str, int, dict[str, tuple[int, ...]]]:
     """(architecture, block count, {tensor name: GGUF dims}) of a base model file."""
-    import gguf
-
-    reader = gguf.GGUFReader(str(base_gguf_path))
-    arch = reader.get_field("general.architecture").contents()
-    blocks = reader.get_field(f"{arch}.block_count").contents()
-    return arch, int(blocks), {t.name: tuple(int(d) for d in t.shape) for t in reader.tensors}
+    metadata, tensors = read_gguf_header(base_gguf_path)
+    arch = metadata["general.architecture"]
+    return arch, int(metadata[f"{arch}.block_count"]), tensors
 
 
 def export_gguf_lora(adapter: Any, out_path: Path, base_gguf_path: Path | None = None, *,
@@ -211,13 +272,14 @@ def _natural(key: str) -> list[Any]:
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", key)]
 
 
-def write_tiny_base_gguf(model: Any, tokenizer: Any, out_path: Path) -> Path:
-    """A small transformers Gemma3ForCausalLM as a float32 GGUF llama.cpp loads (for tests).
+def write_f32_gguf(model: Any, tokenizer: Any, out_path: Path) -> Path:
+    """A transformers Gemma3ForCausalLM as a float32 GGUF llama.cpp loads: for checks, not serving.
 
     Mirrors convert_hf_to_gguf for Gemma3: norm weights ``+1``, no ``output.weight`` when tied,
     llama.cpp's hyperparameter keys, the per-layer sliding pattern. The vocabulary is written as a
-    sentencepiece ("llama") one with no merges, which is exactly :func:`~spotline.finetune.base_model.tiny_tokenizer`:
-    specials as control tokens, ``<0xNN>`` as byte tokens.
+    sentencepiece ("llama") one with zero scores and no merges: llama.cpp then tokenizes exactly as
+    :func:`~spotline.finetune.base_model.tiny_tokenizer` does. With a real vocabulary (Gemma's 262k)
+    llama.cpp's text tokenization would differ, so feed it token ids (``Llama.eval``).
     """
     import gguf
     import torch
@@ -229,7 +291,7 @@ def write_tiny_base_gguf(model: Any, tokenizer: Any, out_path: Path) -> Path:
     tmp = Path(out_path).with_name(f".{Path(out_path).name}.{os.getpid()}.tmp")
     writer = gguf.GGUFWriter(str(tmp), arch)
     writer.add_type(gguf.GGUFType.MODEL)
-    writer.add_name("tiny gemma3 (test)")
+    writer.add_name("gemma3 f32 (check)")
     writer.add_context_length(cfg.max_position_embeddings)
     writer.add_embedding_length(cfg.hidden_size)
     writer.add_block_count(cfg.num_hidden_layers)
@@ -291,4 +353,4 @@ def write_tiny_base_gguf(model: Any, tokenizer: Any, out_path: Path) -> Path:
     return Path(out_path)
 
 
-__all__ = ["UnsupportedAdapter", "export_gguf_lora", "write_tiny_base_gguf"]
+__all__ = ["UnsupportedAdapter", "export_gguf_lora", "read_gguf_header", "write_f32_gguf"]

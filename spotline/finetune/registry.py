@@ -134,6 +134,19 @@ class Registry:
             raise RegistryError(f"{f['key']} does not match the sha256 in version {version.version}'s manifest")
         return into
 
+    def record_evaluation(self, version: str, evaluation: dict[str, Any]) -> None:
+        """The gate's verdict on a version (metrics side by side, decision, reason), kept beside its
+        immutable manifest: evaluated later than registered, and re-evaluated by a resumed run."""
+        self.get(version)
+        self.store.put(self._version_dir(version) + "evaluation.json",
+                       json.dumps(evaluation, indent=2, default=str).encode(), "application/json")
+
+    def evaluation(self, version: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.store.get(self._version_dir(version) + "evaluation.json"))
+        except ObjectNotFound:
+            return None
+
     # --- aliases -------------------------------------------------------------------------------
     @property
     def _aliases_key(self) -> str:

@@ -72,7 +72,8 @@ def test_apply_creates_everything_then_a_second_run_changes_nothing(res):
     assert {c.name.split("/")[1] for c in first if c.kind == "deployment"} == {d.name for d in catalog.all_deployments()}
     assert {c.name for c in first if c.kind == "automation"} == {"spotline-heartbeat-lost", "spotline-recover",
                                                                  "ingest-on-upload-trigger", "personas-adhoc-trigger",
-                                                                 "swarm-on-staging-deployed", "swarm-on-model-promoted"}
+                                                                 "swarm-on-staging-deployed", "swarm-on-model-promoted",
+                                                                 "finetune-on-threshold"}
     # The pseudonym key is made once (32 random bytes) and never replaced: a new key, new pseudonyms.
     assert ("block", "secret/spotline-pseudonym-key") in kinds
     with get_client(sync_client=True) as client:
