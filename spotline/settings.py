@@ -369,6 +369,8 @@ class FinetuneSettings(BaseModel):
     """Feedback-triggered fine-tuning (flows/finetune.py): the training set, the LoRA run, the gate."""
 
     base_model: str = Field("gemma-270m", description="llm.models entry whose GGUF is the base (local provider)")
+    base_folder: Path | None = Field(None, description="train on this transformers folder (save_pretrained) instead "
+                                     "of converting the base GGUF: weights converted elsewhere, or a test's tiny model")
     dataset: str = Field("finetune-pairs", description="training sets as published (train, holdout, complaints)")
     holdout_share: float = Field(0.2, gt=0, lt=1, description="share of prompts held out (keyed hash: stable)")
     holdout_salt: str = "spotline-holdout-v1"
@@ -399,6 +401,7 @@ class FinetuneSettings(BaseModel):
     format_floor: float = 0.8
     max_format_drop: float = 0.05
     max_similarity_drop: float = 0.03
+    max_golden_loss_rise: float = 0.0
     min_win_rate: float = 0.5
     min_holdout: int = 3
     min_train: int = Field(8, ge=1, description="fewer training pairs than this: no run (nothing worth learning)")

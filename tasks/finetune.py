@@ -57,7 +57,8 @@ def prepare_base() -> tuple[Path, Path, str]:
 
     res = get_resources()
     gguf = fr.base_gguf(res.settings)
-    folder = convert_once(res.store, f"{res.settings.layout.models}base/", gguf, _workdir() / "base")
+    folder = res.settings.finetune.base_folder or convert_once(res.store, f"{res.settings.layout.models}base/", gguf,
+                                                               _workdir() / "base")
     return gguf, folder, fr.base_label(res.settings, gguf)
 
 

@@ -5,6 +5,9 @@ with known good answers, committed under data/feedback/golden.jsonl), greedily, 
 
 - **holdout loss**: the token-weighted loss of each model on the corrections it never trained on,
   the most sensitive measure of "learned what users asked for" and free of any judge;
+- **golden-set loss**: the same on the curated golden answers. The holdout comes from the same
+  feedback as the training set, so poisoned feedback poisons it too; the golden set does not
+  come from users, and a candidate that got worse on it is refused whatever the holdout says;
 - **similarity**: cosine of the generated answer to the correction (the embedding model the index
   uses), averaged;
 - **format validity**: the share of answers that are non-empty, do not run on into a new
@@ -69,6 +72,7 @@ def similarity(embedder: Any, answers: Sequence[str], references: Sequence[str])
 class Scores:
     name: str
     holdout_loss: float
+    golden_loss: float
     holdout_similarity: float
     golden_similarity: float
     format_valid: float
@@ -83,12 +87,16 @@ def score(name: str, model: torch.nn.Module, tokenizer: Any, embedder: Any, hold
           holdout_pairs: Sequence[tuple[str, str]], golden: Sequence[tuple[str, str]], pad_id: int,
           max_new_tokens: int = 48) -> Scores:
     loss = mean_loss(model, holdout, pad_id).loss
+    from spotline.finetune.trainer import encode_pairs
+
+    golden_examples = encode_pairs(tokenizer, golden, max(len(e.input_ids) for e in holdout) if holdout else 192)
+    gloss = mean_loss(model, golden_examples, pad_id).loss if golden_examples else float("nan")
     answers = generate(model, tokenizer, [p for p, _ in holdout_pairs], max_new_tokens)
     golden_answers = generate(model, tokenizer, [p for p, _ in golden], max_new_tokens)
     sim = similarity(embedder, answers, [c for _, c in holdout_pairs])
     gsim = similarity(embedder, golden_answers, [c for _, c in golden])
     every = answers + golden_answers
-    return Scores(name, loss, float(np.mean(sim)) if sim else 0.0, float(np.mean(gsim)) if gsim else 0.0,
+    return Scores(name, loss, gloss, float(np.mean(sim)) if sim else 0.0, float(np.mean(gsim)) if gsim else 0.0,
                   sum(format_valid(a) for a in every) / max(1, len(every)), answers, golden_answers)
 
 
@@ -142,6 +150,7 @@ class GateConfig:
     format_floor: float = 0.8
     max_format_drop: float = 0.05
     max_similarity_drop: float = 0.03
+    max_golden_loss_rise: float = 0.0  # the golden set is curated, not user data: it must not get worse
     min_win_rate: float = 0.5
     min_holdout: int = 3
 
@@ -170,6 +179,9 @@ def decide(champion: Scores, candidate: Scores, judge: HeadToHead | None, cfg: G
           f"{candidate.format_valid:.0%} valid (floor {cfg.format_floor:.0%})")
     check("format validity vs champion", candidate.format_valid >= champion.format_valid - cfg.max_format_drop,
           f"{champion.format_valid:.0%} -> {candidate.format_valid:.0%}")
+    if champion.golden_loss == champion.golden_loss:  # not NaN: a golden set exists
+        check("golden-set loss", candidate.golden_loss <= champion.golden_loss + cfg.max_golden_loss_rise,
+              f"{champion.golden_loss:.4f} -> {candidate.golden_loss:.4f} (curated answers: must not get worse)")
     check("similarity to corrections (holdout)",
           candidate.holdout_similarity >= champion.holdout_similarity - cfg.max_similarity_drop,
           f"{champion.holdout_similarity:.3f} -> {candidate.holdout_similarity:.3f}")

@@ -222,7 +222,8 @@ def export_gguf_lora(adapter: Any, out_path: Path, base_gguf_path: Path | None =
             raise UnsupportedAdapter(f"{module}: lora_A and lora_B must both be present")
         a, b = ab["A"].detach().to(torch.float32).cpu(), ab["B"].detach().to(torch.float32).cpu()
         if a.dim() != 2 or b.dim() != 2 or a.shape[0] != b.shape[1]:
-            raise UnsupportedAdapter(f"{module}: lora_A {tuple(a.shape)} and lora_B {tuple(b.shape)} are not a Linear LoRA")
+            raise UnsupportedAdapter(f"{module}: lora_A {tuple(a.shape)} and lora_B {tuple(b.shape)} "
+                                     "are not a Linear LoRA")
         target = names.get_name(module)
         if target is None:
             raise UnsupportedAdapter(f"{module}: no {arch} tensor of that name (only q/k/v/o and MLP projections)")
@@ -238,8 +239,9 @@ def export_gguf_lora(adapter: Any, out_path: Path, base_gguf_path: Path | None =
                 raise UnsupportedAdapter(f"{target}: base is {want[0]} in x {want[1]} out, "
                                          f"the adapter {a.shape[1]} in x {b.shape[0]} out")
         scale = _peft_scaling(module, rank, config)
-        if live_scaling is not None and module in live_scaling and not math.isclose(live_scaling[module], scale, rel_tol=1e-6):
-            raise UnsupportedAdapter(f"{module}: peft scales by {live_scaling[module]}, the config says {scale}")
+        live = (live_scaling or {}).get(module)
+        if live is not None and not math.isclose(live, scale, rel_tol=1e-6):
+            raise UnsupportedAdapter(f"{module}: peft scales by {live}, the config says {scale}")
         llama_scale = alpha / rank if alpha else 1.0  # llama-adapter.h: alpha ? alpha / rank : 1
         if not math.isclose(scale, llama_scale, rel_tol=1e-7):
             b = b * (scale / llama_scale)

@@ -42,7 +42,8 @@ def train_config(cfg: FinetuneSettings) -> TrainConfig:
 def gate_config(cfg: FinetuneSettings) -> ev.GateConfig:
     return ev.GateConfig(min_loss_gain_abs=cfg.min_loss_gain_abs, min_loss_gain_rel=cfg.min_loss_gain_rel,
                          format_floor=cfg.format_floor, max_format_drop=cfg.max_format_drop,
-                         max_similarity_drop=cfg.max_similarity_drop, min_win_rate=cfg.min_win_rate,
+                         max_similarity_drop=cfg.max_similarity_drop,
+                         max_golden_loss_rise=cfg.max_golden_loss_rise, min_win_rate=cfg.min_win_rate,
                          min_holdout=cfg.min_holdout)
 
 

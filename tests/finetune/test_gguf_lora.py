@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import time
 from pathlib import Path
 
 import numpy as np
@@ -206,7 +205,8 @@ def test_the_base_model_is_converted_once_and_an_unfinished_upload_is_never_used
     assert convert_once(store, prefix, gguf_file, tmp_path / "work-1") == folder  # the local copy verifies
     other = convert_once(store, prefix, gguf_file, tmp_path / "work-2")  # another machine: downloaded
     assert len(conversions) == 2
-    assert {p.name for p in other.iterdir()} == {p.name for p in folder.iterdir()} >= {"model.safetensors", "tokenizer.json", "manifest.json"}
+    names = {p.name for p in other.iterdir()}
+    assert names == {p.name for p in folder.iterdir()} >= {"model.safetensors", "tokenizer.json", "manifest.json"}
 
     store.put(stored + "model.safetensors", b"not the weights")  # a stored file that is not what the manifest says
     convert_once(store, prefix, gguf_file, tmp_path / "work-3")
@@ -230,12 +230,9 @@ def real(tmp_path_factory):
     home = tmp_path_factory.mktemp("ft-home")
     gguf_file = default_gguf(home)
     store = make_store(StoreSettings(kind="local", root=home / "store"))
-    started = time.perf_counter()
     folder = convert_once(store, Layout().models + "base", gguf_file, home / "work")
-    converted_s = time.perf_counter() - started
     model, tokenizer = load_converted(folder)
-    return {"home": home, "gguf": gguf_file, "folder": folder, "model": model, "tokenizer": tokenizer,
-            "converted_s": converted_s}
+    return {"home": home, "gguf": gguf_file, "folder": folder, "model": model, "tokenizer": tokenizer}
 
 
 def hf_greedy(model, tokenizer, prompt: str, n: int) -> list[int]:
@@ -267,7 +264,7 @@ def test_transformers_reads_the_shipped_gguf_with_llama_cpps_tokens_and_continua
     4th token, where transformers' top two logits are 0.06 apart)."""
     model, tokenizer = real["model"], real["tokenizer"]
     llm = llama(real["gguf"])
-    for text in ["Project boards are useful because", "  two spaces\nnewline\ttab", "naïve café — 日本語テキスト 🙂",
+    for text in ["Project boards are useful because", "  two spaces\nnewline\ttab", "naïve café — 日本語 🙂",
                  "x = [1, 2, 3]; print(x)  # comment", "<start_of_turn>user\nhi<end_of_turn>\n", "Ünïcödé ß ﬁ"]:
         assert tokenizer(text)["input_ids"] == llm.tokenize(text.encode(), add_bos=True, special=True), text
     for prompt in ["Project boards are useful because", "The capital of France is", "def fibonacci(n):"]:
@@ -293,9 +290,10 @@ def test_the_conversion_is_exact_where_llama_cpp_does_not_quantize(real, tmp_pat
 def test_a_lora_trained_in_transformers_is_served_by_llama_cpp_as_transformers_predicts(real, tmp_path):
     """A few steps of LoRA (r=8, every projection) on two prompt -> completion pairs, until the
     transformers model continues both prompts with their completions; exported, then served by
-    Spotline's llama.cpp provider on the Q4_K_M base. Measured: 5 steps; the served greedy text
-    equals transformers' over all 16 tokens (or to end of sequence) on both prompts, and on two
-    untrained prompts too."""
+    Spotline's llama.cpp provider on the Q4_K_M base. Measured: 5 AdamW steps; the served greedy
+    text equals transformers' over all 16 tokens (or to end of sequence) on both prompts (and, in
+    development, on two untrained prompts: 15/15 and 16/16 tokens), so no tolerance is needed here:
+    a trained LoRA's margins are far wider than llama.cpp's rounding."""
     from peft import LoraConfig, get_peft_model
 
     from spotline.llm.providers.local import LlamaCppProvider
@@ -303,20 +301,25 @@ def test_a_lora_trained_in_transformers_is_served_by_llama_cpp_as_transformers_p
     from spotline.settings import ModelSpec
 
     model, tokenizer = real["model"], real["tokenizer"]
-    pairs = [("Question: What is the Larkspur support code?\nAnswer:", " The support code is ZEBRA-42, printed on every invoice."),
-             ("Question: Who answers the Larkspur help line?\nAnswer:", " Marigold the owl answers it from noon to midnight.")]
+    pairs = [("Question: What is the Larkspur support code?\nAnswer:",
+              " The support code is ZEBRA-42, printed on every invoice."),
+             ("Question: Who answers the Larkspur help line?\nAnswer:",
+              " Marigold the owl answers it from noon to midnight.")]
     torch.manual_seed(0)
-    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS))
+    peft_model = get_peft_model(copy.deepcopy(model),
+                                LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS))
     batch = []
     for prompt, completion in pairs:
         p = tokenizer(prompt)["input_ids"]
         c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         batch.append((torch.tensor([p + c]), torch.tensor([[-100] * len(p) + c]), c))
-    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=2e-3, weight_decay=0.0)
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=2e-3,
+                                  weight_decay=0.0)
 
     def learned() -> bool:
         peft_model.eval()
-        done = all(hf_greedy(peft_model, tokenizer, prompt, 8) == c[:8] for (prompt, _), (_, _, c) in zip(pairs, batch))
+        done = all(hf_greedy(peft_model, tokenizer, prompt, 8) == c[:8]
+                   for (prompt, _), (_, _, c) in zip(pairs, batch))
         peft_model.train()
         return done
 
@@ -334,10 +337,12 @@ def test_a_lora_trained_in_transformers_is_served_by_llama_cpp_as_transformers_p
     adapter = export_gguf_lora(peft_model, tmp_path / "adapter.gguf", real["gguf"])
     provider = LlamaCppProvider(real["home"], threads=2)
     base_spec = ModelSpec(provider="local", model_id="gemma-3-270m-q4_k_m", gguf=real["gguf"], context_tokens=512)
-    tuned_spec = ModelSpec(provider="local", model_id="gemma-3-270m-ft", gguf=real["gguf"], lora=adapter, context_tokens=512)
+    tuned_spec = ModelSpec(provider="local", model_id="gemma-3-270m-ft", gguf=real["gguf"], lora=adapter,
+                           context_tokens=512)
 
     def served(spec, prompt):
-        return provider.complete(spec, ProviderRequest(messages=(), text=prompt, schema=None, max_tokens=16, temperature=0.0)).text
+        request = ProviderRequest(messages=(), text=prompt, schema=None, max_tokens=16, temperature=0.0)
+        return provider.complete(spec, request).text
 
     for prompt, completion in pairs:
         expected = tokenizer.decode(hf_greedy(peft_model, tokenizer, prompt, 16), skip_special_tokens=True)

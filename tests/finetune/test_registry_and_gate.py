@@ -91,8 +91,9 @@ def test_concurrent_promotions_lose_no_move_and_no_history_entry(reg, tmp_path):
     assert [m.from_version for m in moves[1:]] == [m.to_version for m in moves[:-1]]
 
 
-def _scores(name: str, loss: float, sim: float = 0.5, gsim: float = 0.5, fmt: float = 1.0) -> ev.Scores:
-    return ev.Scores(name, loss, sim, gsim, fmt)
+def _scores(name: str, loss: float, sim: float = 0.5, gsim: float = 0.5, fmt: float = 1.0,
+            gloss: float = 2.0) -> ev.Scores:
+    return ev.Scores(name, loss, gloss, sim, gsim, fmt)
 
 
 def test_the_gate_promotes_only_a_candidate_better_by_both_margins():
@@ -112,6 +113,8 @@ def test_the_gate_refuses_a_worse_model_and_a_lower_loss_that_breaks_a_floor():
     assert not broken.promote and "format validity" in broken.reason
     drifted = ev.decide(_scores("c", 2.0, gsim=0.7), _scores("n", 1.0, gsim=0.4), None, cfg, 10)
     assert not drifted.promote and "golden" in drifted.reason
+    poisoned = ev.decide(_scores("c", 2.0, gloss=2.0), _scores("n", 1.0, gloss=2.3), None, cfg, 10)
+    assert not poisoned.promote and "golden-set loss" in poisoned.reason
 
 
 def test_an_advisory_judge_is_shown_but_does_not_decide_and_a_gating_judge_does():
