@@ -42,10 +42,12 @@ from typing import Any
 
 import numpy as np
 
+from spotline.errors import PermanentError
+
 ADAPTER_NAME = "default"
 
 
-class UnsupportedAdapter(ValueError):
+class UnsupportedAdapter(PermanentError, ValueError):
     """The adapter uses something a GGUF LoRA cannot express (or this exporter does not write)."""
 
 
