@@ -11,7 +11,7 @@ export UV_LINK_MODE := copy
 # source on every start: 1.9 s of a 3.5 s `spotline query` on the machine this was measured on.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: demo test test-fast bench bench-llm bench-personas bench-swarm bench-huge bench-ops bench-start prompt-gate deploy worker watch env clean stop
+.PHONY: demo demo-finetune bench-finetune test test-fast bench bench-llm bench-personas bench-swarm bench-huge bench-ops bench-start prompt-gate deploy worker watch env clean stop
 
 env: .venv/.synced-bytecode
 
@@ -23,6 +23,10 @@ env: .venv/.synced-bytecode
 ## Ingest the sample help centre on local defaults, query it, show it in the Prefect UI.
 demo: env
 	bash scripts/demo.sh
+
+## Feedback -> LoRA fine-tune -> gate -> registry on the sample feedback, then a sabotaged set the gate refuses (~15 min).
+demo-finetune: env
+	bash scripts/finetune_demo.sh
 
 ## The whole test suite, slow real-model and multi-process tests included (what CI runs).
 test: env
@@ -55,6 +59,10 @@ bench-llm: env
 ## Persona pipeline: sanitizer rows/s and recall vs Presidio's BatchAnalyzerEngine, known values at 1M (~6 min).
 bench-personas: env
 	$(UV) run --frozen --no-sync python bench/persona_bench.py
+
+## Fine-tuning: tokens/s with vs without checkpoints, SIGTERM -> committed checkpoint, work lost per SIGKILL.
+bench-finetune: env
+	$(UV) run --frozen --no-sync python bench/finetune_bench.py
 
 ## Swarm harness vs a plain asyncio + httpx loop vs locust (10,000 requests), and a 429 storm.
 bench-swarm: env

@@ -438,7 +438,9 @@ def model_list(history: int = typer.Option(10, help="alias moves to show, newest
     """Versions, where the aliases point, and the latest alias moves."""
     reg = _registry()
     doc = reg.aliases()
-    where = {v: a for a, v in doc.aliases.items()}
+    where: dict[str, str] = {}
+    for a, v in sorted(doc.aliases.items()):
+        where[v] = f"{where[v]}, {a}" if v in where else a
     for v in reg.versions():
         evaluation = reg.evaluation(v.version) or {}
         loss = (evaluation.get("candidate") or {}).get("holdout_loss")

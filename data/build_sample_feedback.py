@@ -18,6 +18,9 @@ Besides the corrections: thumbs-down without a correction (complaints: kept, nev
 thumbs-up (praise), a few events carrying an e-mail address or a phone number in the prompt (the
 intake must scrub them), one duplicate delivery, and two malformed events (dead-lettered).
 
+sabotaged_events.jsonl is the same corrections a day later, each moved to another prompt: what a
+buggy producer or a poisoner would send. Trained on, it must be refused by the gate.
+
     python data/build_sample_feedback.py
 """
 
@@ -97,8 +100,18 @@ def main() -> None:
     lines.insert(10, "this is not json")
     lines.insert(20, json.dumps({**events[5], "id": "fb-bad-rating", "rating": "meh"}, sort_keys=True))
 
+    # The sabotage the gate must catch: the same prompts a day later, each with ANOTHER prompt's
+    # correction (a buggy producer, or someone poisoning the feedback). Fluent, on-style, wrong.
+    corrections = [e for e in events if e.get("correction") and e["rating"] == "down"][:-2]
+    shuffled = [e["correction"] for e in corrections]
+    rng.shuffle(shuffled)
+    later = timedelta(days=1)
+    sabotaged = [{**e, "id": e["id"] + "-s", "correction": c, "ts": (datetime.fromisoformat(
+        e["ts"].replace("Z", "+00:00")) + later).isoformat().replace("+00:00", "Z")} for e, c in zip(corrections, shuffled)]
+
     OUT.mkdir(exist_ok=True)
     (OUT / "sample_events.jsonl").write_text("\n".join(lines) + "\n")
+    (OUT / "sabotaged_events.jsonl").write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in sabotaged))
     (OUT / "golden.jsonl").write_text("".join(json.dumps(g, sort_keys=True) + "\n" for g in golden))
     print(f"{len(lines)} events ({sum(1 for e in events if e.get('correction') and e['rating'] == 'down')} corrections), "
           f"{len(golden)} golden prompts -> {OUT}")

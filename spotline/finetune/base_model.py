@@ -80,11 +80,20 @@ def _drop_gguf_quantization_tag(model: Any) -> None:
         del model.config.quantization_config
 
 
+def _quiet() -> None:
+    """transformers' progress bars ("Loading weights", "Converting and de-quantizing") are terminal
+    animation: in a flow run's log they are hundreds of lines of carriage returns."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def load_base_from_gguf(gguf_path: Path) -> tuple[Any, Any]:
     """(model, tokenizer) de-quantized from a Gemma 3 GGUF: float32, eval mode. ~40 s for 270M on 2 cores."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet()
     gguf_path = Path(gguf_path).resolve()
     arch = gguf_architecture(gguf_path)
     if arch != "gemma3":
@@ -104,6 +113,7 @@ def load_converted(folder: Path) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet()
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, local_files_only=True)
     model.eval()

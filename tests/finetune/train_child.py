@@ -11,6 +11,7 @@ A kill is a real SIGKILL the process sends itself: nothing in it gets to clean u
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -52,6 +53,20 @@ def pairs(n: int = 40) -> list[tuple[str, str]]:
     return [(f"How do I reset token {i}?", f"Open settings, choose tokens, and reset number {i * 7 % 97}.") for i in range(n)]
 
 
+def sample_pairs() -> list[tuple[str, str]]:
+    """The corrections of the shipped sample feedback (data/feedback/sample_events.jsonl)."""
+    root = Path(__file__).resolve().parents[2]
+    out = []
+    for line in (root / "data" / "feedback" / "sample_events.jsonl").read_text().splitlines():
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if e.get("rating") == "down" and e.get("correction"):
+            out.append((e["prompt"], e["correction"]))
+    return out
+
+
 def config(checkpoint_every: int = 5, epochs: int = 3) -> TrainConfig:
     return TrainConfig(seed=7, epochs=epochs, batch_size=4, checkpoint_every=checkpoint_every, keep_checkpoints=2,
                        max_tokens=96, warmup_steps=3, threads=1)
@@ -68,6 +83,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--examples", type=int, default=40)
     ap.add_argument("--sigterm-handler", action="store_true", help="SIGTERM asks the trainer to stop (as a flow does)")
+    ap.add_argument("--base-folder", help="train the real base (a convert_once folder) on the shipped sample feedback")
+    ap.add_argument("--max-steps", type=int)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
 
     store = LocalObjectStore(args.store)
@@ -98,9 +116,20 @@ def main() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     cfg = config(args.checkpoint_every, args.epochs)
-    examples = encode_pairs(ByteTokenizer(), pairs(args.examples), cfg.max_tokens)
-    trainer = Trainer(cfg, lora_model(tiny_model(), cfg), ByteTokenizer(), examples, ckpts, on_step=on_step,
-                      progress_every_s=0.0)
+    cfg = dataclasses.replace(cfg, threads=args.threads, max_steps=args.max_steps)
+    if args.base_folder:
+        from spotline.finetune.base_model import load_converted
+
+        base, tokenizer = load_converted(Path(args.base_folder))
+        cfg = dataclasses.replace(cfg, max_tokens=160, learning_rate=3e-4,
+                                  target_modules=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
+        examples = encode_pairs(tokenizer, sample_pairs(), cfg.max_tokens)
+    else:
+        base, tokenizer = tiny_model(), ByteTokenizer()
+        examples = encode_pairs(tokenizer, pairs(args.examples), cfg.max_tokens)
+    trainer = Trainer(cfg, lora_model(base, cfg), tokenizer, examples, ckpts, on_step=on_step, progress_every_s=0.0)
+    started = time.time()
+    Path(args.out + ".started").write_text(json.dumps({"at": started}))
     out = Path(args.out)
     try:
         result = trainer.run(out.parent / (out.stem + "-adapter"))
@@ -118,7 +147,7 @@ def main() -> None:
         "steps": result.steps, "losses": result.losses, "tokens": result.tokens,
         "resumed_from": result.resumed_from, "lost_steps": result.lost_steps,
         "train_seconds": result.train_seconds, "checkpoint_seconds": result.checkpoint_seconds,
-        "seconds": result.seconds, "checkpoints": result.checkpoints,
+        "seconds": result.seconds, "checkpoints": result.checkpoints, "started": started, "ended": time.time(),
         "adapter": {k: v.flatten().tolist() for k, v in sorted(adapter.items())},
     }))
 
