@@ -156,8 +156,10 @@ def sigkill(folder: Path | None, trials: int, every: int, rng: random.Random) ->
         proc.wait()
         reached = _progress(store, PREFIX + "progress.json")
         spawn = time.time()
+        # The same settings (max_steps is part of the fingerprint): the attempt reports what it
+        # resumed from once it has redone the lost steps and taken one new one, then exits.
         resumed = _child(tmp / "store", tmp / "r.json", folder, "--checkpoint-every", str(every),
-                         "--max-steps", str(reached + 2))
+                         "--max-steps", "400", "--exit-at-step", str(reached + 1))
         resumed.wait(timeout=600)
         assert resumed.returncode == 0, resumed.stderr.read()[-2000:]
         r = json.loads((tmp / "r.json").read_text())
@@ -165,7 +167,7 @@ def sigkill(folder: Path | None, trials: int, every: int, rng: random.Random) ->
         startup = r["started"] - spawn  # process start, imports, model load: paid at every resume
         lost_s = r["lost_steps"] * step_s + startup
         out.append({"lost_steps": r["lost_steps"], "lost_s": lost_s, "startup_s": startup, "reached": reached})
-        print(f"  SIGKILL {i + 1}: at step {reached}; resumed from {r['resumed_from']}: {r['lost_steps']} step(s) "
+        print(f"  SIGKILL {i + 1}: at step {reached}; resumed from {r['resumed_from'] or 0}: {r['lost_steps']} step(s) "
               f"redone (~{r['lost_steps'] * step_s:.1f} s) + {startup:.1f} s to start again = {lost_s:.1f} s lost",
               flush=True)
     return out

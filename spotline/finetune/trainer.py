@@ -277,6 +277,9 @@ class Trainer:
                 log.info("resuming at step %d (epoch %d, offset %d); %s step(s) redone", self.step, self.epoch,
                          self.offset, lost if lost is not None else "unknown")
             else:
+                # No whole checkpoint: everything a previous attempt did (if its marker says it got
+                # anywhere) is redone from step 0.
+                lost = reached if reached else None
                 random.seed(self.cfg.seed)
                 np.random.seed(self.cfg.seed)
                 torch.manual_seed(self.cfg.seed)
@@ -285,6 +288,7 @@ class Trainer:
 
             shutil.rmtree(work, ignore_errors=True)
 
+        self.resumed_from, self.lost_steps = resumed_from, lost  # what this attempt started from (callbacks read it)
         train_s = ckpt_s = 0.0
         saved = 0
         self.model.train()

@@ -86,6 +86,7 @@ def main() -> None:
     ap.add_argument("--base-folder", help="train the real base (a convert_once folder) on the shipped sample feedback")
     ap.add_argument("--max-steps", type=int)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--exit-at-step", type=int, help="write what the attempt resumed from and exit after this step")
     args = ap.parse_args()
 
     store = LocalObjectStore(args.store)
@@ -114,6 +115,10 @@ def main() -> None:
     def on_step(step: int, loss: float) -> None:
         if step == args.kill_at_step:
             os.kill(os.getpid(), signal.SIGKILL)
+        if step == args.exit_at_step:
+            Path(args.out).write_text(json.dumps({"resumed_from": trainer.resumed_from, "lost_steps": trainer.lost_steps,
+                                                  "started": started, "step": step}))
+            os._exit(0)
 
     cfg = config(args.checkpoint_every, args.epochs)
     cfg = dataclasses.replace(cfg, threads=args.threads, max_steps=args.max_steps)
