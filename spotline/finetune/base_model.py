@@ -31,7 +31,6 @@ result, a ``save_pretrained`` folder, in the object store: later runs download i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -41,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from spotline.hashing import sha256_file
 from spotline.storage.base import ObjectNotFound, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -52,11 +52,7 @@ _CHUNK = 1 << 20
 
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path, _CHUNK)
 
 
 def gguf_architecture(gguf_path: Path) -> str:

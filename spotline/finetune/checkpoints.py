@@ -18,7 +18,6 @@ would not corrupt anything, since every write has its own id, but they would rac
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from spotline.errors import PermanentError
+from spotline.hashing import sha256_file
 from spotline.storage.base import ObjectNotFound, ObjectStore
 
 _COMMIT = "step-"
@@ -45,14 +45,6 @@ class Committed:
     key: str  # the commit's key
     files: dict[str, dict[str, Any]]  # name -> {key, sha256, bytes}
     meta: dict[str, Any]
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class CheckpointStore:
@@ -81,7 +73,7 @@ class CheckpointStore:
         files = {}
         for path in sorted(p for p in folder.iterdir() if p.is_file()):
             key = f"{self.prefix}files/{write_id}/{path.name}"
-            digest = _sha256_file(path)  # hashed before upload: what the commit promises is what was meant
+            digest = sha256_file(path)  # hashed before upload: what the commit promises is what was meant
             self.store.put_file(key, path)
             files[path.name] = {"key": key, "sha256": digest, "bytes": path.stat().st_size}
         doc = {"step": step, "files": files, "meta": meta,
@@ -113,7 +105,7 @@ class CheckpointStore:
                 self.store.get_file(f["key"], target)
             except ObjectNotFound:
                 return False
-            if target.stat().st_size != f["bytes"] or _sha256_file(target) != f["sha256"]:
+            if target.stat().st_size != f["bytes"] or sha256_file(target) != f["sha256"]:
                 return False
         return True
 

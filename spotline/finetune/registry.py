@@ -20,7 +20,6 @@ the first fine-tune returns to.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from spotline.errors import PermanentError
+from spotline.hashing import sha256_file
 from spotline.storage.base import ObjectNotFound, ObjectStore, VersionConflict
 
 ALIASES = ("champion", "candidate")
@@ -74,14 +74,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class Registry:
     def __init__(self, store: ObjectStore, prefix: str):
         self.store, self.prefix = store, prefix if prefix.endswith("/") else prefix + "/"
@@ -99,7 +91,7 @@ class Registry:
         listed = {}
         for name, path in (files or {}).items():
             key = self._version_dir(entry.version) + name
-            digest = _sha256(path)
+            digest = sha256_file(path)
             self.store.put_file(key, path)
             listed[name] = {"key": key, "sha256": digest, "bytes": path.stat().st_size}
         entry = entry.model_copy(update={"files": listed, "created_at": entry.created_at or _now()})
@@ -125,11 +117,11 @@ class Registry:
         f = version.files.get(name)
         if f is None:
             raise RegistryError(f"version {version.version} has no {name}")
-        if into.is_file() and into.stat().st_size == f["bytes"] and _sha256(into) == f["sha256"]:
+        if into.is_file() and into.stat().st_size == f["bytes"] and sha256_file(into) == f["sha256"]:
             return into
         into.parent.mkdir(parents=True, exist_ok=True)
         self.store.get_file(f["key"], into)
-        if _sha256(into) != f["sha256"]:
+        if sha256_file(into) != f["sha256"]:
             into.unlink(missing_ok=True)
             raise RegistryError(f"{f['key']} does not match the sha256 in version {version.version}'s manifest")
         return into
