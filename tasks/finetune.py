@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from runtime.retry import retry_policy
@@ -77,7 +77,10 @@ def train_candidate(folder: Path, training: fr.TrainingSet, champion: ModelVersi
     cfg = fr.train_config(res.settings.finetune)
     job = fr.job_key(training.pairs, cfg, champion.version)
     model, tokenizer = load_converted(folder)
-    init = fr.champion_adapter(_registry(), champion, _workdir())
+    init = fr.champion_adapter(_registry(), champion, _workdir()) if fr.continues_from(champion, cfg) else None
+    if init is None and champion.has("adapter.safetensors"):
+        get_run_logger().warning("the LoRA shape changed since champion %s (rank, alpha or target modules): "
+                                 "training starts fresh on the base", champion.version)
     return fr.train(lambda: model, tokenizer, training.pairs.pairs("train"), cfg, res.store,
                     res.settings.layout.checkpoints(job), job, _workdir(), init)
 
@@ -114,7 +117,7 @@ def evaluate(folder: Path, trained: fr.Trained, champion: ModelVersion, training
     cfg = res.settings.finetune
     model, tokenizer = load_converted(folder)
     init = fr.champion_adapter(_registry(), champion, _workdir())
-    champion_model = lora_model(model, trained.config, init) if init is not None else model
+    champion_model = lora_model(model, fr.champion_config(champion, trained.config), init) if init else model
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     holdout_pairs = training.pairs.pairs("holdout")
     holdout = encode_pairs(tokenizer, holdout_pairs, trained.config.max_tokens)

@@ -124,6 +124,24 @@ def champion_adapter(registry: Registry, champion: ModelVersion, workdir: Path) 
     return registry.fetch(champion, "adapter.safetensors", workdir / "champion" / champion.version / "adapter.safetensors")
 
 
+_SHAPE = ("lora_r", "lora_alpha", "target_modules")
+
+
+def champion_config(champion: ModelVersion, cfg: TrainConfig) -> TrainConfig:
+    """The LoRA shape the champion was trained with (what its adapter loads into)."""
+    import dataclasses
+
+    saved = (champion.training or {}).get("config") or {}
+    shape = {k: (tuple(saved[k]) if k == "target_modules" else saved[k]) for k in _SHAPE if k in saved}
+    return dataclasses.replace(cfg, **shape)
+
+
+def continues_from(champion: ModelVersion, cfg: TrainConfig) -> bool:
+    """A candidate starts from the champion's adapter only when the LoRA shape is the same; after
+    a change of rank or target modules it starts fresh on the base (and says so)."""
+    return champion.has("adapter.safetensors") and champion_config(champion, cfg) == cfg
+
+
 @dataclass
 class Trained:
     job: str

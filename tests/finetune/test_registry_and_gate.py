@@ -161,3 +161,18 @@ def test_the_holdout_is_stable_by_prompt_and_never_overlaps_training():
                                           "ts": pd.Timestamp("2026-12-03", tz="UTC")}]), holdout_share=0.3)
     assert set(ps.holdout["prompt"]) <= set(more.holdout["prompt"])  # more data never moves a prompt across
     assert more.content_hash != ps.content_hash and pr.build(pd.DataFrame(rows), 0.3).content_hash == ps.content_hash
+
+
+def test_a_candidate_continues_from_the_champion_only_when_the_lora_shape_is_unchanged():
+    from spotline.finetune import run as fr
+    from spotline.finetune.trainer import TrainConfig
+
+    cfg = TrainConfig(lora_r=8, target_modules=("q_proj", "v_proj"))
+    files = {"adapter.safetensors": {"key": "k", "sha256": "0", "bytes": 1}}
+    same = ModelVersion(version="ft-1", base="gemma", files=files,
+                        training={"config": {"lora_r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"]}})
+    other = ModelVersion(version="ft-2", base="gemma", files=files,
+                         training={"config": {"lora_r": 4, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"]}})
+    assert fr.continues_from(same, cfg) and not fr.continues_from(other, cfg)
+    assert fr.champion_config(other, cfg).lora_r == 4  # the champion is evaluated in its own shape
+    assert not fr.continues_from(ModelVersion(version="base", base="gemma"), cfg)
