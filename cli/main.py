@@ -418,11 +418,30 @@ def finetune_run(reason: str = typer.Option("ad hoc from the command line")) -> 
 
     state = finetune(reason=reason, return_state=True)
     outcome = state.result(raise_on_failure=False)
+    if state.is_completed() and isinstance(outcome, dict) and outcome.get("running"):
+        # Another run (the threshold trigger's, usually) is training: follow it instead of racing it.
+        typer.echo(f"{outcome['reason']}: waiting for it to finish", err=True)
+        state = _wait_for_run(outcome["running"])
+        outcome = state.result(raise_on_failure=False)
     if not state.is_completed():
         typer.echo(f"FINE-TUNE FAILED: {_one_line(state.message or outcome)}", err=True)
         raise typer.Exit(1)
     typer.echo(json.dumps(outcome, indent=2, default=str))
     raise typer.Exit(0 if outcome.get("status") == "promoted" else 3)
+
+
+def _wait_for_run(run_id: str, poll_s: float = 5.0):
+    import time
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(UUID(run_id))
+            if run.state is not None and run.state.is_final():
+                return run.state
+            time.sleep(poll_s)
 
 
 def _registry():

@@ -2,6 +2,7 @@
 
 The story of a run:
 1. Past its interruption budget on Spot, the run hands itself to the on-demand pool (same job).
+   Another finetune run already training (a trigger and an ad-hoc start at once): step aside.
 2. Build the training set from every stored correction: prompt -> correction pairs, a holdout
    chosen by a keyed hash that never trains, complaints kept aside. Too few pairs: stop here.
    Otherwise publish it (train / holdout / complaints, manifest with the content hash).
@@ -31,6 +32,7 @@ from runtime.artifacts import summary_table
 from runtime.interrupt import prompt_exit_on_sigterm
 from runtime.recovery import hand_off_if_over_budget
 from runtime.report import run_report
+from runtime.singleton import earlier_run
 from runtime.results import result_storage
 from spotline.finetune import run as fr
 from spotline.resources import get_resources
@@ -51,6 +53,9 @@ def finetune(reason: str = "ad hoc") -> dict[str, Any]:
     producer = f"flow finetune, run {flow_run.id}"
     if moved := hand_off_if_over_budget(settings.prefect.interruption_budget):
         return moved  # interrupted too often on Spot: the on-demand pool finishes the same job
+    if other := earlier_run("finetune"):  # e.g. the trigger's run and an ad-hoc one: one trainer per job
+        get_run_logger().info("finetune run %s (%s) is already running: this run steps aside", other.name, other.id)
+        return {"status": "skipped", "reason": f"finetune run {other.name} is already running", "running": str(other.id)}
 
     with prompt_exit_on_sigterm(res.release, grace_s=cfg.sigterm_grace_s, cooperative_s=cfg.sigterm_cooperative_s), \
             run_report("finetune", settings.prices, ledger=res.gateway.ledger, vcpus=fr.train_config(cfg).threads) as _:
