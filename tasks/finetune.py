@@ -94,7 +94,7 @@ def register_candidate(trained: fr.Trained, gguf: Path, base_label: str, trainin
     reg = _registry()
     out = trained.adapter_dir.parent / "adapter.gguf"
     export_gguf_lora(trained.adapter_dir.parent / "peft", out, gguf)
-    version = reg.get(trained.job) if trained.job in {v.version for v in reg.versions()} else fr.register_candidate(
+    version = fr.register_candidate(  # a resumed run finds its version registered and reuses it
         reg, trained.job, base_label, trained, out,
         {"name": get_resources().settings.finetune.dataset, "version": training.version,
          "content_hash": training.pairs.content_hash, **training.pairs.summary()},

@@ -56,7 +56,6 @@ from spotline.finetune.queues import FeedbackQueue, Message
 from spotline.personas.sanitize import (
     EMAIL,
     KnownValues,
-    LeakFound,
     LeakScanner,
     Pseudonymizer,
     Sanitizer,

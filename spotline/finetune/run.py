@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,8 +22,8 @@ import pandas as pd
 from spotline.finetune import evaluate as ev
 from spotline.finetune import pairs as pr
 from spotline.finetune.checkpoints import CheckpointStore
-from spotline.finetune.registry import BASE_VERSION, ModelVersion, Registry
-from spotline.finetune.trainer import TrainConfig, TrainResult, Trainer, encode_pairs, lora_model, save_adapter
+from spotline.finetune.registry import ModelVersion, Registry
+from spotline.finetune.trainer import TrainConfig, TrainResult, Trainer, encode_pairs, lora_model
 from spotline.settings import FinetuneSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -187,10 +186,6 @@ def register_candidate(registry: Registry, version: str, base: str, trained: Tra
     return registry.register(entry, files)
 
 
-def cleanup(workdir: Path, job: str) -> None:
-    shutil.rmtree(workdir / job, ignore_errors=True)
-
-
 def loss_curve_rows(losses: list[float], every: int = 1) -> list[dict[str, Any]]:
     return [{"step": i + 1, "loss": round(v, 4)} for i, v in enumerate(losses) if (i + 1) % every == 0 or i == 0
             or i + 1 == len(losses)]
@@ -205,5 +200,3 @@ def loss_sparkline(losses: list[float], width: int = 60) -> str:
     lo, hi = min(pts), max(pts)
     return "".join(bars[int((p - lo) / (hi - lo) * (len(bars) - 1)) if hi > lo else 0] for p in pts)
 
-
-BASE = BASE_VERSION

@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -238,8 +239,6 @@ class Trainer:
                                                        "fingerprint": self.fingerprint,
                                                        "loss": self.losses[-1] if self.losses else None})
         finally:
-            import shutil
-
             shutil.rmtree(folder, ignore_errors=True)
 
     def _progress_key(self) -> str | None:
@@ -284,8 +283,6 @@ class Trainer:
                 np.random.seed(self.cfg.seed)
                 torch.manual_seed(self.cfg.seed)
         finally:
-            import shutil
-
             shutil.rmtree(work, ignore_errors=True)
 
         self.resumed_from, self.lost_steps = resumed_from, lost  # what this attempt started from (callbacks read it)
