@@ -262,14 +262,19 @@ def export_gguf_lora(adapter: Any, out_path: Path, base_gguf_path: Path | None =
             writer.add_name(name)
         for tensor_name, data in tensors:
             writer.add_tensor(tensor_name, data)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.replace(tmp, out_path)
+        _commit(writer, tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
     return out_path
+
+
+def _commit(writer: Any, tmp: Path, out_path: Path) -> None:
+    """Write the GGUF to its temporary name, then rename: the file appears complete or not at all."""
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    os.replace(tmp, out_path)
 
 
 def _natural(key: str) -> list[Any]:
@@ -347,11 +352,7 @@ def write_f32_gguf(model: Any, tokenizer: Any, out_path: Path) -> Path:
             data = data + 1.0
         writer.add_tensor(f"{target}.{suffix}", np.ascontiguousarray(data.numpy()))
     try:
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.replace(tmp, out_path)
+        _commit(writer, tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
     return Path(out_path)
