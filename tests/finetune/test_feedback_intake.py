@@ -51,19 +51,6 @@ def scrubber():
     return Scrubber.build(KEY)
 
 
-@pytest.fixture(scope="module")
-def sqs_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    from deployments.devserver import free_port
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 def sqs_queue(endpoint: str, monkeypatch) -> SqsFeedbackQueue:
     import uuid
 

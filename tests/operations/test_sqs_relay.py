@@ -16,19 +16,6 @@ from tests.ingest.test_notifications import s3_record
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
-@pytest.fixture(scope="module")
-def sqs_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    from deployments.devserver import free_port
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def queues(sqs_endpoint, monkeypatch):
     import uuid
