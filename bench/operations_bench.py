@@ -128,10 +128,10 @@ def reset_index(stack, index: Path) -> None:
 
 def one_ingest(stack, index: Path, interruptions: int) -> tuple[float, list[float], list[float], list[float]]:
     """Wall time of an ingest of the sample help centre with `interruptions` SIGTERMs (after a batch each)."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.deployments import run_deployment
 
     from deployments.localstack import flow_process
+    from runtime.history import task_runs_of
     from runtime.recovery import interruptions as history
 
     reset_index(stack, index)
@@ -143,7 +143,7 @@ def one_ingest(stack, index: Path, interruptions: int) -> tuple[float, list[floa
 
     def executed() -> int:
         with stack.client() as client:
-            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+            tasks = task_runs_of(client, run.id)
         return sum(1 for t in tasks if t.name.startswith("ingest-batch-") and t.state and t.state.name == "Completed")
 
     for attempt in range(1, interruptions + 1):

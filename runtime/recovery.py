@@ -59,14 +59,13 @@ class Interruption:
 
 def interruptions(client: SyncPrefectClient, flow_run_id: uuid.UUID) -> list[Interruption]:
     """Every time this flow run stopped without finishing: SIGTERM reschedules and crashes."""
-    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterId, TaskRunFilter,
-                                                TaskRunFilterState, TaskRunFilterStateType)
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterState, TaskRunFilterStateType
+
+    from runtime.history import task_runs_of
 
     states = sorted(client.read_flow_run_states(flow_run_id), key=lambda s: s.timestamp)
-    tasks = client.read_task_runs(
-        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-        task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.COMPLETED]))),
-    )
+    tasks = task_runs_of(client, flow_run_id, TaskRunFilter(
+        state=TaskRunFilterState(type=TaskRunFilterStateType(any_=[StateType.COMPLETED]))))
     # A task that loaded its result from cache did no work in this attempt: only real completions
     # mark progress saved.
     done = sorted(t.end_time for t in tasks if t.end_time and (t.state_name or "") != "Cached")

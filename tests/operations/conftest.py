@@ -26,10 +26,10 @@ def states_of(stack, flow_run_id: UUID):
 def task_runs_named(stack, flow_run_id: UUID, prefix: str) -> dict[str, list[str]]:
     """Task runs of a flow run whose name starts with `prefix`, by name -> state names, every attempt
     included (Completed = executed, Cached = reused from a persisted result)."""
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from runtime.history import task_runs_of
 
     with stack.client() as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        runs = task_runs_of(client, flow_run_id)
     out: dict[str, list[str]] = {}
     for t in runs:
         if t.name.startswith(prefix):
