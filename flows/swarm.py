@@ -44,6 +44,7 @@ from spotline.swarm.gate import GATE_FAIL, GATE_INCONCLUSIVE, Decision, decide
 from spotline.swarm.grading import FAIL, INCONCLUSIVE, PASS, UNANSWERED, Grade, target_secrets
 from spotline.swarm.progress import ShardProgress
 from spotline.swarm.suite import SuiteItem, choose, shards, tier_for
+from spotline.swarm.targets import refusal
 from spotline.textmatch import leaks
 from tasks import swarm as t
 
@@ -79,11 +80,9 @@ def swarm(target: dict[str, Any] | None = None, target_url: str | None = None, v
     cfg = res.settings.swarm
     spec = TargetSpec.model_validate(target) if target else cfg.target
     if target_url is not None:  # an event names only the URL; the rest of the contract comes from settings
-        if not target_url.startswith(("http://", "https://")):
-            # An event without its target renders as "" or "None": firing at the default target
-            # would pass or fail a release that was never tested.
-            return reject("swarm-rejected", f"bad request: target_url {target_url[:80]!r} is not an http(s) URL")
         spec = spec.model_copy(update={"url": target_url})
+    if why_not := refusal(spec.url, cfg.target.url, cfg.allowed_hosts):
+        return reject("swarm-rejected", f"bad request: {why_not}")
     judge_use = judge_use or cfg.judge_use
     threshold = cfg.threshold if threshold is None else threshold
     latency_slo_s = latency_slo_s or cfg.latency_slo_s

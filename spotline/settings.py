@@ -319,6 +319,9 @@ class SwarmSettings(BaseModel):
     """The staging swarm and release gate (flows/swarm.py)."""
 
     target: TargetSpec = Field(default_factory=TargetSpec)
+    allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1", "localhost", "::1"],
+                                     description="hosts an event or a run parameter may point the swarm at, besides "
+                                     "target.url's own; '*.staging.example.com' matches its subdomains")
     dataset: str = Field("personas", description="the persona dataset the suite comes from")
     fallback_suite: Path = Field(PROJECT_ROOT / "data" / "swarm_suite" / "prompts.jsonl",
                                  description="used while no persona dataset version exists")

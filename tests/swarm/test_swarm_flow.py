@@ -201,3 +201,15 @@ def test_an_event_without_a_usable_target_is_refused_not_fired_at_the_default(ho
 
     state = swarm(target_url=bad, branch="feature/x", return_state=True)
     assert state.is_failed() and "is not an http(s) URL" in (state.message or "")
+
+
+@pytest.mark.parametrize("how", ["target_url", "target"])
+def test_a_target_host_outside_the_allow_list_is_refused_before_any_request(home, how):
+    from flows.swarm import swarm
+    from spotline.resources import get_resources
+
+    url = "https://collector.example.net/v1/chat"  # would receive the staging key in its headers
+    target = dict(get_resources().settings.swarm.target.model_dump(), url=url)
+    state = swarm(**({"target_url": url} if how == "target_url" else {"target": target}), return_state=True)
+    assert state.is_failed()
+    assert "'collector.example.net' is not in swarm.allowed_hosts" in (state.message or "")
