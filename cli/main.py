@@ -430,6 +430,32 @@ def finetune_run(reason: str = typer.Option("ad hoc from the command line")) -> 
     raise typer.Exit(0 if outcome.get("status") == "promoted" else 3)
 
 
+@finetune_app.command("calibrate-judge")
+def finetune_calibrate_judge(
+    use: str = typer.Option("", help="the judge route to measure (default: finetune.judge_use)"),
+    pairs: Path = typer.Option(None, help="pairs with a known better answer (default: finetune.judge_pairs)"),
+    limit: int = typer.Option(0, help="only the first N pairs (0: all)"),
+) -> None:
+    """Measure the head-to-head judge on pairs with a known better answer, both orders each (agreement,
+    Cohen's kappa, parse rate) and record it: the gate counts the judge's win rate only at or above
+    `finetune.judge_floor_kappa`, for the models it was measured on."""
+    from spotline.finetune import judge_calibration as jc
+    from spotline.resources import get_resources
+    from spotline.swarm import judge as jd
+
+    res = get_resources()
+    cfg = res.settings.finetune
+    use = use or cfg.judge_use
+    chosen = jc.load_pairs(pairs or cfg.judge_pairs)
+    chosen = chosen[:limit] if limit > 0 else chosen
+    cal = jc.calibrate(res.gateway, use, chosen, cfg.judge_floor_kappa)
+    key = jd.save(res.store, res.settings.layout.judge_calibrations, cal)
+    kinds = ", ".join(f"{k} {v:.0%}" for k, v in jc.by_kind(cal).items())
+    typer.echo(f"{use} on {cal.models}: {len(chosen)} pairs x 2 orders, parse rate {cal.parse_rate:.0%}, "
+               f"agreement by kind: {kinds}; kappa {cal.kappa:.2f} -> {'gating' if cal.gating else 'advisory'} "
+               f"(floor {cal.floor:.2f}); recorded at {res.store.uri(key)}")
+
+
 def _wait_for_run(run_id: str, poll_s: float = 5.0):
     import time
     from uuid import UUID

@@ -18,6 +18,10 @@ Besides the corrections: thumbs-down without a correction (complaints: kept, nev
 thumbs-up (praise), a few events carrying an e-mail address or a phone number in the prompt (the
 intake must scrub them), one duplicate delivery, and two malformed events (dead-lettered).
 
+judge_pairs.jsonl calibrates the head-to-head judge: for each question, an answer that states the
+reference's fact and one that does not (see :func:`judge_pairs`). `spotline finetune
+calibrate-judge` measures a judge route on it; only a route at or above the floor gates.
+
 sabotaged_events.jsonl is the same corrections a day later, each moved to another prompt: what a
 buggy producer or a poisoner would send. Trained on, it must be refused by the gate.
 
@@ -43,6 +47,40 @@ def sentences(text: str) -> list[str]:
     return [p.strip(" -*#\t") for p in parts if 40 <= len(p.strip()) <= 260 and not p.strip().startswith("|")]
 
 
+def clean(sentence: str) -> str:
+    return sentence.replace("**", "").replace("`", "").rstrip(".") + "."
+
+
+def judge_pairs(facts: list[dict], rng: random.Random) -> list[dict]:
+    """Pairs with a known better answer, for calibrating the head-to-head judge (the `finetune_judge`
+    prompt gets the question, the reference correction and two answers). The better answer always
+    states the reference's fact, in plain words; the worse one is, in turn:
+
+    - near-miss: the same help-centre page's next most relevant sentence, in the house style (same
+      topic, the wrong detail): the realistic and hard case;
+    - wrong-fact: another question's correction, in the house style (fluent, on-style, wrong): does
+      the judge prefer content over style?
+    - non-answer: what the weak base model says ("I am not sure..."). A judge that fails these is
+      not fit to gate anything.
+    """
+    kinds = ("near-miss", "wrong-fact", "non-answer")
+    pairs = []
+    for i, f in enumerate(facts):
+        kind = kinds[i % 3]
+        if kind == "near-miss" and not f["near_miss"]:
+            kind = "wrong-fact"
+        if kind == "near-miss":
+            worse = STYLE.format(fact=f["near_miss"])
+        elif kind == "wrong-fact":
+            other = facts[(i + 1 + rng.randrange(len(facts) - 1)) % len(facts)]
+            worse = other["answer"]
+        else:
+            worse = "I am not sure. Please check the help centre."
+        pairs.append({"id": f"pair-{i:03d}", "kind": kind, "question": f["question"], "reference": f["answer"],
+                      "better": f["fact"], "worse": worse})
+    return pairs
+
+
 def main() -> None:
     from spotline.embedding.local import LocalEmbedder
     from spotline.ingestion.parsing import parse_document
@@ -57,9 +95,10 @@ def main() -> None:
         text = doc.text
         cands = sentences(text)
         vecs = embedder.embed([q["question"]] + cands).vectors
-        best = max(range(len(cands)), key=lambda i: float(vecs[0] @ vecs[i + 1]))
-        fact = cands[best].replace("**", "").replace("`", "").rstrip(".") + "."
-        facts.append({"question": q["question"], "answer": STYLE.format(fact=fact), "source": q["expected"]})
+        ranked = sorted(range(len(cands)), key=lambda i: -float(vecs[0] @ vecs[i + 1]))
+        fact, near = (clean(cands[i]) for i in (ranked + ranked)[:2])
+        facts.append({"question": q["question"], "answer": STYLE.format(fact=fact), "source": q["expected"],
+                      "fact": fact, "near_miss": near if len(ranked) > 1 else None})
 
     rng = random.Random(13)
     order = list(range(len(facts)))
@@ -113,8 +152,11 @@ def main() -> None:
     (OUT / "sample_events.jsonl").write_text("\n".join(lines) + "\n")
     (OUT / "sabotaged_events.jsonl").write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in sabotaged))
     (OUT / "golden.jsonl").write_text("".join(json.dumps(g, sort_keys=True) + "\n" for g in golden))
+    # Its own generator: the files above stay byte for byte what they were.
+    pairs = judge_pairs(facts, random.Random(1313))
+    (OUT / "judge_pairs.jsonl").write_text("".join(json.dumps(p, sort_keys=True) + "\n" for p in pairs))
     print(f"{len(lines)} events ({sum(1 for e in events if e.get('correction') and e['rating'] == 'down')} corrections), "
-          f"{len(golden)} golden prompts -> {OUT}")
+          f"{len(golden)} golden prompts, {len(pairs)} judge calibration pairs -> {OUT}")
 
 
 if __name__ == "__main__":

@@ -409,7 +409,10 @@ class FinetuneSettings(BaseModel):
     min_holdout: int = 3
     min_train: int = Field(8, ge=1, description="fewer training pairs than this: no run (nothing worth learning)")
     judge_use: str = Field("judge", description="gateway route of the head-to-head judge; 'none' skips it")
-    judge_floor_kappa: float = 0.4
+    judge_floor_kappa: float = Field(0.4, description="the judge's win rate gates only when its route's pairwise "
+                                     "calibration reaches this Cohen's kappa (spotline finetune calibrate-judge)")
+    judge_pairs: Path = Field(PROJECT_ROOT / "data" / "feedback" / "judge_pairs.jsonl",
+                              description="pairs with a known better answer the head-to-head judge is calibrated on")
     # Spot: the trainer gets this long after SIGTERM to finish its step and commit (Fargate allows 120 s)
     sigterm_cooperative_s: float = 60.0
     sigterm_grace_s: float = 100.0

@@ -17,6 +17,7 @@ from prefect.cache_policies import NO_CACHE
 
 from runtime.retry import retry_policy
 from spotline.finetune import evaluate as ev
+from spotline.finetune import judge_calibration as jc
 from spotline.finetune import pairs as pr
 from spotline.finetune import run as fr
 from spotline.finetune.intake import load_feedback
@@ -128,10 +129,10 @@ def evaluate(folder: Path, trained: fr.Trained, champion: ModelVersion, training
     judge = None
     if cfg.judge_use != "none":
         models = ",".join(m.model_id for _, m in res.gateway.chain(cfg.judge_use))
-        # No pairwise calibration set exists yet: the route gates only once one is recorded under
-        # "<route>-pairwise" (same record format as the swarm judge's) at or above the floor.
-        gating, why = jd.gating(res.store, res.settings.layout.judge_calibrations, f"{cfg.judge_use}-pairwise",
-                                models, cfg.judge_floor_kappa)
+        # The win rate gates only for a route whose pairwise calibration (`spotline finetune
+        # calibrate-judge`) is recorded at or above the floor, for the models it runs now.
+        gating, why = jd.gating(res.store, res.settings.layout.judge_calibrations, cfg.judge_use + jc.SUFFIX,
+                                models, cfg.judge_floor_kappa, command="spotline finetune calibrate-judge")
         items = [(p, ref, a, b) for (p, ref), a, b in zip(holdout_pairs + golden, champ.answers + champ.golden_answers,
                                                           cand.answers + cand.golden_answers)]
         judge = ev.head_to_head(res.gateway, cfg.judge_use, items, gating, why)

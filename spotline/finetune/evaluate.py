@@ -14,8 +14,8 @@ with known good answers, committed under data/feedback/golden.jsonl), greedily, 
   "Question:" turn, and do not loop (a 4-gram repeated three times);
 - **head-to-head**: an LLM judge picks the better of the two answers, asked twice with the order
   swapped so a position bias cancels; a tie (or the judge changing its mind with the order) counts
-  half. It gates only when its route is calibrated at or above the floor; otherwise it is shown as
-  advisory (the local 270M judge is).
+  half. It gates only when its route is calibrated at or above the floor
+  (spotline/finetune/judge_calibration.py); otherwise it is shown as advisory (the local 270M judge is).
 
 :func:`decide` promotes only when the candidate's holdout loss beats the champion's by BOTH margins
 (absolute and relative), and no hard floor regresses: format validity, similarity on the holdout
@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from spotline.finetune.judge_calibration import JUDGE_PROMPT
 from spotline.finetune.trainer import Example, mean_loss, render_prompt
 
 _NGRAM = 4
@@ -113,7 +114,6 @@ class HeadToHead:
         return self.candidate_wins / self.comparisons if self.comparisons else None
 
 
-JUDGE_PROMPT = "finetune_judge"
 
 
 def head_to_head(gateway: Any, use: str, items: Sequence[tuple[str, str, str, str]], gating: bool, why: str,

@@ -122,13 +122,14 @@ def recorded(store: ObjectStore, prefix: str, use: str) -> dict[str, Any] | None
     return json.loads(store.get(key))
 
 
-def gating(store: ObjectStore, prefix: str, use: str, models: str, floor: float) -> tuple[bool, str]:
+def gating(store: ObjectStore, prefix: str, use: str, models: str, floor: float,
+           command: str = "spotline swarm calibrate") -> tuple[bool, str]:
     """Does this judge route gate? Only with a calibration of the same models at or above the floor."""
     if use == "none":
         return False, "no judge: deterministic checks only"
     rec = recorded(store, prefix, use)
     if rec is None:
-        return False, f"judge route {use!r} was never calibrated: advisory (run `spotline swarm calibrate`)"
+        return False, f"judge route {use!r} was never calibrated: advisory (run `{command}`)"
     if rec.get("models") != models:
         return False, f"judge route {use!r} was calibrated on {rec.get('models')}, now runs {models}: advisory"
     if rec["kappa"] < floor:
