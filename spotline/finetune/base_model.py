@@ -79,9 +79,16 @@ def _drop_gguf_quantization_tag(model: Any) -> None:
 def _quiet() -> None:
     """transformers' progress bars ("Loading weights", "Converting and de-quantizing") are terminal
     animation: in a flow run's log they are hundreds of lines of carriage returns."""
+    import functools
+
+    from tqdm.auto import tqdm
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    # The GGUF de-quantizer calls tqdm directly, past transformers' own switch (transformers 5.x).
+    if getattr(gguf_utils, "tqdm", None) is tqdm:
+        gguf_utils.tqdm = functools.partial(tqdm, disable=True)
 
 
 def load_base_from_gguf(gguf_path: Path) -> tuple[Any, Any]:
