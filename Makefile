@@ -29,8 +29,8 @@ demo-finetune: env
 	bash scripts/finetune_demo.sh
 
 # Which tests `make test` runs. On a developer machine: everything but the tests marked slow (about
-# 9 minutes on 2 cores). CI's .ci/run sets SPOTLINE_TESTS=all, so it runs the slow real-model and
-# multi-process proofs too (about 45 minutes); `make test-all` does the same here.
+# 7 minutes on 2 cores). CI's .ci/run sets SPOTLINE_TESTS=all, so it runs the slow real-model and
+# multi-process proofs too (about an hour); `make test-all` does the same here.
 SPOTLINE_TESTS ?= fast
 TEST_SELECTION := $(if $(filter all,$(SPOTLINE_TESTS)),,-m "not slow")
 
