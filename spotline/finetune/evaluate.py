@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from spotline.finetune.judge_calibration import JUDGE_PROMPT
+from spotline.finetune.judge_calibration import judge_call
 from spotline.finetune.trainer import Example, mean_loss, render_prompt
 
 _NGRAM = 4
@@ -114,19 +114,13 @@ class HeadToHead:
         return self.candidate_wins / self.comparisons if self.comparisons else None
 
 
-
-
 def head_to_head(gateway: Any, use: str, items: Sequence[tuple[str, str, str, str]], gating: bool, why: str,
                  max_chars: int = 600) -> HeadToHead:
     """items: (question, reference, champion answer, candidate answer). Each is judged in both orders."""
     from spotline.llm.types import LLMCallFailed
 
-    calls = []
-    for q, ref, champ, cand in items:
-        for a, b in ((champ, cand), (cand, champ)):
-            calls.append({"use": use, "prompt": JUDGE_PROMPT,
-                          "variables": {"question": q[:max_chars], "reference": ref[:max_chars],
-                                        "answer_a": a[:max_chars], "answer_b": b[:max_chars]}})
+    calls = [judge_call(use, q, ref, a, b, max_chars)
+             for q, ref, champ, cand in items for a, b in ((champ, cand), (cand, champ))]
     results = gateway.map(calls) if calls else []
     wins = 0.0
     n = errors = 0

@@ -53,15 +53,21 @@ def load_pairs(path: Path) -> list[JudgePair]:
     return pairs
 
 
-def calls(use: str, pairs: list[JudgePair], max_chars: int = 600) -> tuple[list[dict[str, Any]], list[str]]:
+def judge_call(use: str, question: str, reference: str, answer_a: str, answer_b: str, max_chars: int = 600,
+               **options: Any) -> dict[str, Any]:
+    """One `finetune_judge` call (gateway.map arguments): the gate and its calibration ask the same way."""
+    return {"use": use, "prompt": JUDGE_PROMPT, **options,
+            "variables": {"question": question[:max_chars], "reference": reference[:max_chars],
+                          "answer_a": answer_a[:max_chars], "answer_b": answer_b[:max_chars]}}
+
+
+def calls(use: str, pairs: list[JudgePair]) -> tuple[list[dict[str, Any]], list[str]]:
     """Two judge calls per pair (better first, then better second) and the winner each should name.
     Uncached: the measure is of the model as it is now."""
     out, labels = [], []
     for p in pairs:
         for a, b, label in ((p.better, p.worse, "A"), (p.worse, p.better, "B")):
-            out.append({"use": use, "prompt": JUDGE_PROMPT, "cache": False,
-                        "variables": {"question": p.question[:max_chars], "reference": p.reference[:max_chars],
-                                      "answer_a": a[:max_chars], "answer_b": b[:max_chars]}})
+            out.append(judge_call(use, p.question, p.reference, a, b, cache=False))
             labels.append(label)
     return out, labels
 
