@@ -96,9 +96,10 @@ def main() -> None:
         cands = sentences(text)
         vecs = embedder.embed([q["question"]] + cands).vectors
         ranked = sorted(range(len(cands)), key=lambda i: -float(vecs[0] @ vecs[i + 1]))
-        fact, near = (clean(cands[i]) for i in (ranked + ranked)[:2])
+        fact = clean(cands[ranked[0]])
+        near = clean(cands[ranked[1]]) if len(ranked) > 1 else None
         facts.append({"question": q["question"], "answer": STYLE.format(fact=fact), "source": q["expected"],
-                      "fact": fact, "near_miss": near if len(ranked) > 1 else None})
+                      "fact": fact, "near_miss": near})
 
     rng = random.Random(13)
     order = list(range(len(facts)))
